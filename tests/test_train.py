@@ -1,0 +1,70 @@
+"""End-to-end training through the real entry point, on a small synthetic dataset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import SMALL_DATA, read_metrics, run_module
+
+METRIC_KEYS = {
+    "test/error_cm", "val/error_cm", "baseline/mean_predictor_error_cm", "model/params",
+    "model/macs", "model/size_fp32_bytes", "model/size_int8_bytes", "model/name", "data/name",
+    "checkpoint",
+}
+
+
+@pytest.mark.parametrize(
+    "experiment, model_name",
+    [(None, "tinytracker"), ("tinytracker", "tinytracker"), ("tinytracker_s", "tinytracker_s"),
+     ("baseline", "itracker")],
+)
+def test_fast_dev_run_every_experiment(tmp_path, cache_dir, experiment, model_name):
+    args = [*SMALL_DATA, f"out_dir={tmp_path}", "trainer.fast_dev_run=true", "logger=csv"]
+    if experiment:
+        args.append(f"+experiment={experiment}")
+    run_module("tinytracker.train", *args)
+    metrics = read_metrics(tmp_path)
+    assert METRIC_KEYS - {"checkpoint", "val/error_cm"} <= set(metrics)
+    assert metrics["model/name"] == model_name
+    assert metrics["data/name"] == "synthetic"
+    assert metrics["test/error_cm"] > 0
+    assert metrics["model/size_fp32_bytes"] == 4 * metrics["model/params"]
+
+
+@pytest.mark.slow
+def test_short_training_writes_checkpoints_and_metrics(tmp_path, cache_dir):
+    run_module("tinytracker.train", *SMALL_DATA, f"out_dir={tmp_path}", "trainer.max_epochs=2",
+               "logger=csv")
+    metrics = read_metrics(tmp_path)
+    assert METRIC_KEYS <= set(metrics)
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert metrics["checkpoint"].startswith(str(tmp_path / "checkpoints"))
+    # the best checkpoint loads with weights_only semantics
+    ckpt = torch.load(metrics["checkpoint"], map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["input_spec"]["face_size"] == 112
+    assert metrics["train/epochs"] == 2
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("data.batch_size=0", "data.batch_size"),
+        ("data.batch_size=-4", "data.batch_size"),
+        ("data.face_size=8", "data.face_size"),
+        ("model.net._target_=tinytracker.models.NoSuchModel", "model.net"),
+        ("model.optimizer.lr=0", "model.optimizer.lr"),
+    ],
+)
+def test_invalid_config_fails_naming_the_key(tmp_path, cache_dir, override, key):
+    proc = run_module("tinytracker.train", *SMALL_DATA, f"out_dir={tmp_path}", override,
+                      "logger=csv", "trainer.fast_dev_run=true", check=False)
+    assert proc.returncode != 0
+    assert key in proc.stderr + proc.stdout
+    assert not (tmp_path / "checkpoints").exists(), "must fail before training"
+
+
+def test_unknown_model_group_fails_naming_it(tmp_path):
+    proc = run_module("tinytracker.train", "model=resnet", f"out_dir={tmp_path}", check=False)
+    assert proc.returncode != 0
+    assert "model/resnet" in proc.stderr or "'model'" in proc.stderr

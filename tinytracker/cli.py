@@ -1,0 +1,47 @@
+"""``key=value`` command-line parsing for the small entry points that are not Hydra apps.
+
+Every ``python -m tinytracker.<command>`` takes the same ``key=value`` arguments as the Hydra
+training entry point, validated against a dataclass so that a typo fails with the key named.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+T = TypeVar("T")
+
+
+def parse_args(schema: type[T], argv: Sequence[str] | None = None, prog: str = "") -> T:
+    """Parse ``key=value`` arguments into an instance of the dataclass ``schema``.
+
+    Missing required keys (``???`` defaults), unknown keys and values of the wrong type fail
+    with a message naming the key. ``--help`` prints the keys with their defaults.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    base = OmegaConf.structured(schema)
+    if any(a in ("-h", "--help") for a in argv):
+        print(f"usage: python -m {prog} key=value ...\n\nkeys and defaults:")
+        print(OmegaConf.to_yaml(base))
+        raise SystemExit(0)
+    bad = [a for a in argv if "=" not in a]
+    if bad:
+        _fail(f"arguments must be key=value, got {bad!r}", prog)
+    try:
+        cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(argv))
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            _fail(f"missing required argument(s): {', '.join(k + '=...' for k in missing)}", prog)
+        obj: Any = OmegaConf.to_object(cfg)
+    except (ConfigKeyError, ValidationError) as err:
+        _fail(f"bad argument: {err.msg if hasattr(err, 'msg') else err}", prog)
+    return obj
+
+
+def _fail(message: str, prog: str) -> None:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)

@@ -1,0 +1,93 @@
+"""Config resolvers and early validation: fail before training, naming the offending key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from tinytracker.data.dataset import ALL_FIELDS
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the key."""
+
+
+def _channels(grey: Any) -> int:
+    return 1 if bool(grey) else 3
+
+
+def register_resolvers() -> None:
+    """Resolvers used in ``conf/`` (idempotent)."""
+    if not OmegaConf.has_resolver("channels"):
+        OmegaConf.register_new_resolver("channels", _channels)
+
+
+register_resolvers()
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    value = OmegaConf.select(cfg, key, throw_on_missing=False)
+    return value
+
+
+def _positive_int(cfg: DictConfig, key: str) -> None:
+    value = _get(cfg, key)
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Cheap checks of the composed config; raises :class:`ConfigError` naming the key."""
+    for key in ("data", "model", "model.net", "trainer"):
+        if _get(cfg, key) is None:
+            raise ConfigError(f"config key '{key}' is missing")
+    if OmegaConf.is_missing(cfg.data, "root") or (
+        cfg.data.get("source") == "gazecapture" and not cfg.data.get("root")
+    ):
+        raise ConfigError("data.root is required for data=gazecapture: "
+                          "pass data.root=/path/to/GazeCapture (raw or processed)")
+    for key in ("data.batch_size", "data.eval_batch_size", "data.face_size", "data.eye_size",
+                "trainer.max_epochs"):
+        _positive_int(cfg, key)
+    if int(_get(cfg, "data.num_workers") or 0) < 0:
+        raise ConfigError(f"data.num_workers must be >= 0, got {cfg.data.num_workers}")
+    lr = _get(cfg, "model.optimizer.lr")
+    if lr is not None and not float(lr) > 0:
+        raise ConfigError(f"model.optimizer.lr must be > 0, got {lr!r}")
+
+
+def build_net(net_cfg: DictConfig | dict) -> torch.nn.Module:
+    """Instantiate ``model.net``, turning a failure into an error that names the key."""
+    try:
+        return instantiate(net_cfg)
+    except Exception as err:  # hydra wraps import/type errors in its own exceptions
+        target = (net_cfg or {}).get("_target_")
+        raise ConfigError(f"model.net (_target_={target}) could not be built: {err}") from err
+
+
+def check_input_shapes(net: torch.nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Run one dummy sample through ``net`` so a size it cannot take fails before training."""
+    keys = tuple(getattr(net, "input_keys", ()))
+    unknown = set(keys) - set(ALL_FIELDS)
+    if not keys or unknown:
+        raise ConfigError(f"model.net must declare input_keys from {ALL_FIELDS}, got {keys}")
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            out = net(*[torch.zeros(1, *shapes[k]) for k in keys])
+    except Exception as err:
+        sizes = {k: shapes[k] for k in keys}
+        raise ConfigError(
+            f"data.face_size / data.eye_size: the model '{type(net).__name__}' cannot take "
+            f"inputs of shape {sizes}: {err}"
+        ) from err
+    finally:
+        net.train(was_training)
+    if tuple(out.shape) != (1, 2):
+        raise ConfigError(f"model.net must output (batch, 2) gaze in cm, got {tuple(out.shape)}")

@@ -1,0 +1,216 @@
+"""Lightning DataModule over the processed GazeCapture layout, real or synthetic.
+
+``source="synthetic"`` generates a raw GazeCapture-layout dataset from a seed into a cache
+directory on first use, then runs the same ``prepare`` and loader code as real data.
+``source="gazecapture"`` reads ``root``: a processed directory (``metadata.mat`` + crops, as
+written by the public iTracker script or by ours) loads as is; a raw directory is prepared
+once into ``processed_dir``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from tinytracker.data.dataset import IMAGE_FIELDS, GazeDataset, SampleSpec
+from tinytracker.data.processed import (
+    LAYOUT_HELP,
+    DataFormatError,
+    ProcessedIndex,
+    find_missing_files,
+    load_index,
+)
+from tinytracker.data.transforms import AugmentConfig
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("synthetic", "gazecapture")
+
+
+class GazeDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        name: str = "synthetic",
+        source: str = "synthetic",
+        root: str | None = None,
+        processed_dir: str | None = None,
+        cache_dir: str = ".cache/tinytracker",
+        synthetic: dict[str, Any] | None = None,
+        inputs: Sequence[str] = ("face",),
+        face_size: int = 112,
+        eye_size: int = 224,
+        grey: bool = False,
+        grid_embedding: bool = False,
+        mean: float = 0.5,
+        std: float = 0.5,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        skip_bad: bool = False,
+        augment: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if source not in SOURCES:
+            raise ValueError(f"data.source must be one of {SOURCES}, got {source!r}")
+        if batch_size <= 0:
+            raise ValueError(f"data.batch_size must be > 0, got {batch_size}")
+        self.name = name
+        self.source = source
+        self.root = root
+        self.processed_dir = processed_dir
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.synthetic = dict(synthetic or {})
+        self.spec = SampleSpec(tuple(inputs), face_size, eye_size, grey, mean, std)
+        self.grid_embedding = grid_embedding
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.skip_bad = skip_bad
+        self.augment = AugmentConfig(**(augment or {}))
+        self.seed = seed
+        self.index: ProcessedIndex | None = None
+        self.datasets: dict[str, GazeDataset] = {}
+        self.skipped_missing = 0
+
+    # ----------------------------------------------------------------- locating data
+    def set_inputs(self, inputs: Sequence[str]) -> None:
+        """Fields the model consumes (``model.input_keys``); called before ``setup``."""
+        self.spec.inputs = tuple(inputs)
+
+    @property
+    def processed_root(self) -> Path:
+        if self.source == "synthetic":
+            return self._synthetic_dir() / "processed"
+        root = self._checked_root()
+        if (root / "metadata.mat").is_file():
+            return root
+        if self.processed_dir:
+            return Path(self.processed_dir).expanduser()
+        return self.cache_dir / "gazecapture" / _slug(root) / "processed"
+
+    def _checked_root(self) -> Path:
+        if not self.root:
+            raise DataFormatError(f"data.root is not set; {LAYOUT_HELP}")
+        root = Path(self.root).expanduser()
+        if not root.is_dir():
+            raise DataFormatError(f"data.root={root} does not exist or is not a directory; "
+                                  f"{LAYOUT_HELP}")
+        return root
+
+    def _synthetic_dir(self) -> Path:
+        from tinytracker.data.synthetic import GENERATOR_VERSION
+
+        keys = "-".join(f"{k}{v}" for k, v in sorted(self.synthetic.items()))
+        return self.cache_dir / "synthetic" / f"v{GENERATOR_VERSION}-{keys or 'default'}"
+
+    # ----------------------------------------------------------------- Lightning hooks
+    def prepare_data(self) -> None:
+        """Generate (synthetic) and prepare (raw layout) once; later runs reuse the cache."""
+        target = self.processed_root
+        if (target / "metadata.mat").is_file() and self.source == "gazecapture":
+            return
+        with _file_lock(target.parent / ".lock"):
+            if (target / "metadata.mat").is_file() and (target / ".complete").is_file():
+                return
+            from tinytracker.data.prepare import prepare
+
+            if self.source == "synthetic":
+                raw = self._ensure_synthetic_raw()
+            else:
+                raw = self._checked_root()
+                if not any(raw.glob("*/frames.json")):
+                    raise DataFormatError(f"data.root={raw} holds neither metadata.mat nor "
+                                          f"raw recordings; {LAYOUT_HELP}")
+            log.info("preparing %s -> %s", raw, target)
+            prepare(raw, target, skip_bad=self.skip_bad)
+            (target / ".complete").touch()
+
+    def _ensure_synthetic_raw(self) -> Path:
+        from tinytracker.data.synthetic import generate
+
+        raw = self._synthetic_dir() / "raw"
+        done = raw / ".complete"
+        if not done.is_file():
+            log.info("generating the synthetic dataset into %s (once; cached after)", raw)
+            generate(out_dir=raw, **self.synthetic)
+            done.touch()
+        return raw
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.index is not None:
+            return
+        index = load_index(self.processed_root)
+        fields = tuple(f for f in IMAGE_FIELDS if f in self.spec.inputs)
+        missing = find_missing_files(index, fields)
+        if missing.any():
+            first = int(np.flatnonzero(missing)[0])
+            msg = (f"{int(missing.sum())} frame(s) listed in {index.root / 'metadata.mat'} have "
+                   f"no crop on disk, e.g. recording {index.rec_num[first]:05d} frame "
+                   f"{index.frame_index[first]:05d}")
+            if not self.skip_bad:
+                raise DataFormatError(msg + " (set data.skip_bad=true to skip them)")
+            log.warning("%s; skipping them (data.skip_bad=true)", msg)
+            self.skipped_missing = int(missing.sum())
+            index = index.select(~missing)
+        self.index = index
+        for split in ("train", "val", "test"):
+            part = index.split_of(split)
+            if len(part) == 0:
+                raise DataFormatError(f"{index.root / 'metadata.mat'} has no '{split}' frames")
+            augment = self.augment if split == "train" else None
+            self.datasets[split] = GazeDataset(part, self.spec, augment, self.skip_bad)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    # ----------------------------------------------------------------- reference numbers
+    def mean_predictor_error_cm(self, split: str = "test") -> float:
+        """Mean Euclidean error of always predicting the training-set mean gaze point."""
+        assert self.index is not None, "call setup() first"
+        mean = self.index.split_of("train").gaze_cm.mean(axis=0)
+        target = self.index.split_of(split).gaze_cm
+        return float(np.linalg.norm(target - mean, axis=1).mean())
+
+
+def _slug(path: Path) -> str:
+    return str(path.resolve()).strip("/").replace("/", "_")
+
+
+@contextmanager
+def _file_lock(path: Path):
+    """Serialise generation/preparation across processes (DDP ranks, parallel tests)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,0 +1,129 @@
+"""Torch dataset over the processed GazeCapture layout, yielding named batch fields.
+
+Each sample is a dict:
+
+* ``face``: float32 ``(C, S, S)``, ``C`` = 1 (grey) or 3 (RGB), ``S`` = ``face_size``
+* ``eye_left`` / ``eye_right``: float32 ``(3, E, E)`` (only when requested, e.g. iTracker)
+* ``face_grid``: float32 ``(625,)`` 25x25 mask, as the public iTracker loader
+* ``grid_embedding``: float32 ``(2, S, S)`` (only when requested)
+* ``gaze_cm``: float32 ``(2,)`` ``(XCam, YCam)`` in centimetres, camera coordinates
+* ``rec_num``, ``frame_index``: int64 ids of the recording (one subject) and frame
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tinytracker.data.geometry import face_grid_mask, grid_embedding
+from tinytracker.data.processed import DataFormatError, ProcessedIndex, crop_path
+from tinytracker.data.transforms import AugmentConfig, build_augment, resize, to_tensor_layout
+
+log = logging.getLogger(__name__)
+
+IMAGE_FIELDS = ("face", "eye_left", "eye_right")
+ALL_FIELDS = (*IMAGE_FIELDS, "face_grid", "grid_embedding")
+
+
+@dataclass
+class SampleSpec:
+    """What a model needs from each sample."""
+
+    inputs: tuple[str, ...] = ("face",)
+    face_size: int = 112
+    eye_size: int = 224
+    grey: bool = False
+    mean: float = 0.5
+    std: float = 0.5
+
+
+def decode_jpeg(path) -> np.ndarray:
+    """Read a JPEG as RGB uint8, raising :class:`DataFormatError` naming the file."""
+    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
+    if data is None:
+        raise DataFormatError(f"{path} does not exist (metadata.mat lists this frame)")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise DataFormatError(f"{path} is not a readable JPEG image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+class GazeDataset(Dataset):
+    """One split of a processed directory.
+
+    With ``skip_bad`` an unreadable crop is logged, counted in ``bad_count`` and replaced by
+    the next readable sample, instead of stopping the run.
+    """
+
+    def __init__(
+        self,
+        index: ProcessedIndex,
+        spec: SampleSpec,
+        augment: AugmentConfig | None = None,
+        skip_bad: bool = False,
+    ) -> None:
+        unknown = set(spec.inputs) - set(ALL_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown input field(s) {sorted(unknown)}; known: {ALL_FIELDS}")
+        self.index = index
+        self.spec = spec
+        self.augment = build_augment(augment)
+        self.skip_bad = skip_bad
+        self.bad_count = 0
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        for attempt in range(len(self)):
+            j = (i + attempt) % len(self)
+            try:
+                return self._load(j)
+            except DataFormatError as err:
+                if not self.skip_bad:
+                    raise
+                self.bad_count += 1
+                log.warning("skipping bad sample (%d so far): %s", self.bad_count, err)
+        raise DataFormatError(f"no readable sample left in {self.index.root}")
+
+    def _load(self, i: int) -> dict[str, torch.Tensor]:
+        idx, spec = self.index, self.spec
+        rec, frame = int(idx.rec_num[i]), int(idx.frame_index[i])
+        grid = idx.face_grid[i]
+        sample: dict[str, torch.Tensor] = {
+            "gaze_cm": torch.from_numpy(idx.gaze_cm[i].copy()),
+            "face_grid": torch.from_numpy(face_grid_mask(grid)),
+            "rec_num": torch.tensor(rec),
+            "frame_index": torch.tensor(frame),
+        }
+        for name in IMAGE_FIELDS:
+            if name not in spec.inputs:
+                continue
+            image = decode_jpeg(crop_path(idx.root, rec, frame, name))
+            size = spec.face_size if name == "face" else spec.eye_size
+            image = resize(image, size)
+            if self.augment is not None:
+                image = self.augment(image=image)["image"]
+            grey = spec.grey and name == "face"
+            sample[name] = torch.from_numpy(to_tensor_layout(image, grey, spec.mean, spec.std))
+        if "grid_embedding" in spec.inputs:
+            emb = grid_embedding(grid, spec.face_size, spec.face_size)
+            sample["grid_embedding"] = torch.from_numpy(emb)
+        return sample
+
+
+def input_shapes(spec: SampleSpec) -> dict[str, tuple[int, ...]]:
+    """Per-sample shape of every field a model may consume (without the batch dimension)."""
+    face_c = 1 if spec.grey else 3
+    return {
+        "face": (face_c, spec.face_size, spec.face_size),
+        "eye_left": (3, spec.eye_size, spec.eye_size),
+        "eye_right": (3, spec.eye_size, spec.eye_size),
+        "face_grid": (625,),
+        "grid_embedding": (2, spec.face_size, spec.face_size),
+    }

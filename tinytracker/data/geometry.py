@@ -1,0 +1,109 @@
+"""Crop, face-grid and grid-embedding geometry, shared by the data pipeline and ``predict``.
+
+Conventions follow the public GazeCapture release (CSAILVision/GazeCapture):
+
+* Boxes are ``(x, y, w, h)`` in pixels of the full camera frame; ``appleLeftEye`` /
+  ``appleRightEye`` boxes are relative to the ``appleFace`` box.
+* The face grid is a 25x25 binary mask over the frame. ``faceGrid.json`` stores it as
+  1-based ``(X, Y, W, H)`` grid cells, computed like GazeCapture's MATLAB
+  ``faceGridFromFaceRect``; the public PyTorch loader expands it with ``makeGrid``.
+* TinyTracker's optional 2-channel grid embedding holds, for each pixel of the face crop,
+  the horizontal and vertical position of that pixel in the frame, linearly mapped to
+  [-1, 1]; it is built from the face-grid box (the TinyTracker authors' evaluation code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+FACE_GRID_SIZE = 25
+
+
+def face_grid_from_rect(
+    frame_w: int,
+    frame_h: int,
+    face_x: float,
+    face_y: float,
+    face_w: float,
+    face_h: float,
+    grid_size: int = FACE_GRID_SIZE,
+) -> tuple[int, int, int, int]:
+    """Face rectangle in frame pixels -> 1-based ``(X, Y, W, H)`` grid cells.
+
+    Same arithmetic as GazeCapture's ``faceGridFromFaceRect.m`` (parameterized form).
+    """
+    scale_x = grid_size / frame_w
+    scale_y = grid_size / frame_h
+    x = int(round(face_x * scale_x)) + 1
+    y = int(round(face_y * scale_y)) + 1
+    w = int(round(face_w * scale_x))
+    h = int(round(face_h * scale_y))
+    return x, y, w, h
+
+
+def face_grid_mask(params: Sequence[float], grid_size: int = FACE_GRID_SIZE) -> np.ndarray:
+    """Expand ``(X, Y, W, H)`` grid parameters into a flat ``grid_size**2`` float32 mask.
+
+    Reproduces ``makeGrid`` of the public iTracker PyTorch loader *exactly*, including its
+    use of the 1-based ``X``/``Y`` against 0-based cell indices, so models trained with it
+    and checkpoints converted from it see the same input.
+    """
+    x, y, w, h = (float(p) for p in params)
+    idx = np.arange(grid_size * grid_size)
+    inds_y = idx // grid_size
+    inds_x = idx % grid_size
+    cond_x = (inds_x >= x) & (inds_x < x + w)
+    cond_y = (inds_y >= y) & (inds_y < y + h)
+    return (cond_x & cond_y).astype(np.float32)
+
+
+def grid_embedding(
+    params: Sequence[float], height: int, width: int, grid_size: int = FACE_GRID_SIZE
+) -> np.ndarray:
+    """2-channel ``(2, height, width)`` float32 embedding of where the face crop sits in the frame.
+
+    Channel 0 varies along x, channel 1 along y. The left edge of the face-grid box maps to
+    ``2 * (X - 1) / grid_size - 1`` and the right edge to ``2 * (X - 1 + W) / grid_size - 1``
+    (likewise for y), so a face filling the whole frame spans exactly [-1, 1].
+    """
+    x, y, w, h = (float(p) for p in params)
+    x0 = 2.0 * (x - 1.0) / grid_size - 1.0
+    x1 = 2.0 * (x - 1.0 + w) / grid_size - 1.0
+    y0 = 2.0 * (y - 1.0) / grid_size - 1.0
+    y1 = 2.0 * (y - 1.0 + h) / grid_size - 1.0
+    xs = np.linspace(x0, x1, width, dtype=np.float32)
+    ys = np.linspace(y0, y1, height, dtype=np.float32)
+    emb = np.empty((2, height, width), dtype=np.float32)
+    emb[0] = xs[None, :]
+    emb[1] = ys[:, None]
+    return emb
+
+
+def crop_with_padding(image: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    """Crop ``box = (x, y, w, h)`` from an ``HxWxC`` image, zero-filling outside the frame.
+
+    Same semantics as ``cropImage`` in the public ``prepareDataset.py``: the box is
+    truncated to integers and the result is always exactly ``h x w``.
+    """
+    bx, by, bw, bh = (int(v) for v in box)
+    if bw <= 0 or bh <= 0:
+        raise ValueError(f"crop box must have positive width and height, got {tuple(box)}")
+    img_h, img_w = image.shape[:2]
+    src_x0, src_y0 = max(bx, 0), max(by, 0)
+    src_x1, src_y1 = min(bx + bw, img_w), min(by + bh, img_h)
+    out = np.zeros((bh, bw) + image.shape[2:], dtype=image.dtype)
+    if src_x1 > src_x0 and src_y1 > src_y0:
+        dst_x0, dst_y0 = src_x0 - bx, src_y0 - by
+        out[dst_y0 : dst_y0 + (src_y1 - src_y0), dst_x0 : dst_x0 + (src_x1 - src_x0)] = image[
+            src_y0:src_y1, src_x0:src_x1
+        ]
+    return out
+
+
+def eye_box_in_frame(face_box: Sequence[float], eye_box: Sequence[float]) -> tuple[float, ...]:
+    """Eye box relative to the face box (as in ``appleLeftEye.json``) -> frame coordinates."""
+    fx, fy = face_box[0], face_box[1]
+    ex, ey, ew, eh = eye_box
+    return (fx + ex, fy + ey, ew, eh)

@@ -1,0 +1,85 @@
+"""Image transforms: decoding, resizing, normalisation, and training augmentation.
+
+Augmentation uses albumentations and is photometric plus a small geometric jitter. Large
+geometric changes are deliberately absent: where the face and eyes sit inside the crop carries
+gaze information (and the face grid / grid embedding would no longer match the pixels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import albumentations as A
+import cv2
+import numpy as np
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation; every limit is multiplied by ``strength`` (0 disables all)."""
+
+    enabled: bool = True
+    strength: float = 1.0
+    brightness_limit: float = 0.2
+    contrast_limit: float = 0.2
+    hue_shift_limit: float = 5.0  # degrees of hue (albumentations units)
+    sat_shift_limit: float = 15.0
+    blur_p: float = 0.2
+    noise_p: float = 0.2
+    noise_std: float = 0.03  # fraction of full range
+    shift_limit: float = 0.03  # fraction of the crop size
+    scale_limit: float = 0.03
+    rotate_limit_deg: float = 3.0
+
+
+def build_augment(cfg: AugmentConfig | None) -> A.Compose | None:
+    """Albumentations pipeline from config, or ``None`` when augmentation is off."""
+    if cfg is None or not cfg.enabled or cfg.strength <= 0:
+        return None
+    s = float(cfg.strength)
+    return A.Compose(
+        [
+            A.RandomBrightnessContrast(
+                brightness_limit=cfg.brightness_limit * s, contrast_limit=cfg.contrast_limit * s
+            ),
+            A.HueSaturationValue(
+                hue_shift_limit=cfg.hue_shift_limit * s,
+                sat_shift_limit=cfg.sat_shift_limit * s,
+                val_shift_limit=0,
+            ),
+            A.GaussianBlur(blur_limit=(3, 5), p=min(1.0, cfg.blur_p * s)),
+            A.GaussNoise(std_range=(0.0, cfg.noise_std * s), p=min(1.0, cfg.noise_p * s)),
+            A.Affine(
+                translate_percent=(-cfg.shift_limit * s, cfg.shift_limit * s),
+                scale=(1 - cfg.scale_limit * s, 1 + cfg.scale_limit * s),
+                rotate=(-cfg.rotate_limit_deg * s, cfg.rotate_limit_deg * s),
+                border_mode=cv2.BORDER_CONSTANT,
+                p=0.5,
+            ),
+        ]
+    )
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize an ``HxWxC`` uint8 image to ``size x size`` (area filter when shrinking)."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    shrink = image.shape[0] > size or image.shape[1] > size
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interp)
+
+
+def to_tensor_layout(
+    image: np.ndarray, grey: bool, mean: float, std: float
+) -> np.ndarray:
+    """uint8 ``HxWx3`` RGB -> float32 ``CxHxW`` with ``(x/255 - mean) / std``.
+
+    Grey uses ITU-R BT.601 luma, as OpenCV's ``COLOR_RGB2GRAY``.
+    """
+    if grey:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[:, :, None]
+    out = image.astype(np.float32).transpose(2, 0, 1)
+    out *= 1.0 / 255.0
+    out -= mean
+    out *= 1.0 / std
+    return out

@@ -1,0 +1,102 @@
+"""One LightningModule for every gaze model (iTracker, TinyTracker, TinyTrackerS, quantized).
+
+The network is built from its config (``net`` with a Hydra ``_target_``), so the module never
+imports a particular architecture or quantization wrapper, and its checkpoint's
+hyper-parameters are plain data that load with ``weights_only`` semantics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from tinytracker.models.metrics import EuclideanErrorCm
+
+
+class GazeModule(L.LightningModule):
+    """MSE on gaze in cm; logs mean Euclidean error in cm for train, val and test.
+
+    ``input_spec`` records the preprocessing the network was trained with (face size, grey,
+    normalisation, grid embedding), so evaluation, export and prediction rebuild it from the
+    checkpoint alone.
+    """
+
+    def __init__(
+        self,
+        net: dict[str, Any],
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        scheduler_interval: str = "epoch",
+        input_spec: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net: nn.Module = instantiate(net)
+        self.input_keys: tuple[str, ...] = tuple(self.net.input_keys)
+        self.loss_fn = nn.MSELoss()
+        self.train_error = EuclideanErrorCm()
+        self.val_error = EuclideanErrorCm()
+        self.test_error = EuclideanErrorCm()
+        self.val_best = float("inf")
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.net(*[batch[k] for k in self.input_keys])
+
+    def _step(self, batch: dict[str, torch.Tensor], metric: EuclideanErrorCm, stage: str):
+        pred = self(batch)
+        target = batch["gaze_cm"]
+        loss = self.loss_fn(pred, target)
+        metric.update(pred.detach(), target)
+        bs = target.shape[0]
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=stage == "train",
+            batch_size=bs,
+            sync_dist=stage != "train",
+        )
+        self.log(
+            f"{stage}/error_cm", metric, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs
+        )
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, self.train_error, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, self.val_error, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, self.test_error, "test")
+
+    def predict_step(self, batch, batch_idx):
+        return self(batch)
+
+    def configure_optimizers(self):
+        opt_cfg = dict(self.hparams.optimizer or {"_target_": "torch.optim.Adam", "lr": 1e-3})
+        optimizer = instantiate(opt_cfg, params=self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = instantiate(dict(self.hparams.scheduler), optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Plain containers only, so the checkpoint loads with torch.load(weights_only=True).
+        checkpoint["hyper_parameters"] = _plain(dict(self.hparams))
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

@@ -1,0 +1,152 @@
+"""Train and test a gaze model: ``python -m tinytracker.train [group=option] [key=value ...]``.
+
+The story: validate config -> seed -> datamodule -> model -> callbacks and loggers -> trainer
+-> fit -> test the best checkpoint -> ``metrics.json`` + W&B summary -> return the optimised
+metric (for Hydra sweepers).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from tinytracker.config import (
+    ConfigError,
+    build_net,
+    check_input_shapes,
+    validate_train_config,
+)
+from tinytracker.data.dataset import input_shapes
+from tinytracker.models.checkpoint import load_checkpoint
+from tinytracker.models.footprint import footprint
+from tinytracker.models.module import GazeModule
+from tinytracker.tracking import log_checkpoint_artifact, log_summary, write_metrics
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_group(group: DictConfig | None) -> list:
+    if not group:
+        return []
+    return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
+
+
+INPUT_SPEC_KEYS = ("face_size", "eye_size", "grey", "grid_embedding", "mean", "std")
+
+
+def build_module(cfg: DictConfig) -> GazeModule:
+    """GazeModule from ``cfg.model``; the network is checked against the data shapes first."""
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    assert isinstance(model_cfg, dict)
+    build_net(model_cfg["net"])  # fails with the key named, before Lightning wraps it
+    return GazeModule(
+        net=model_cfg["net"],
+        optimizer=model_cfg.get("optimizer"),
+        scheduler=model_cfg.get("scheduler"),
+        scheduler_interval=model_cfg.get("scheduler_interval", "epoch"),
+        input_spec={k: OmegaConf.select(cfg.data, k) for k in INPUT_SPEC_KEYS},
+    )
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    try:
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # not under Hydra (called from Python)
+        return Path(cfg.paths.output_dir)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit and test as configured; returns the metrics written to ``metrics.json``."""
+    validate_train_config(cfg)
+    if cfg.get("ckpt_path"):
+        load_checkpoint(cfg.ckpt_path)  # refuse unsafe or foreign checkpoints before any work
+    L.seed_everything(cfg.seed, workers=True)
+    t0 = time.perf_counter()
+
+    datamodule = instantiate(cfg.data, _convert_="all")
+    module = build_module(cfg)
+    datamodule.set_inputs(module.input_keys)
+    shapes = input_shapes(datamodule.spec)
+    check_input_shapes(module.net, shapes)
+
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    loggers = _instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for lg in loggers:
+        lg.log_hyperparams(resolved)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_s = time.perf_counter() - t0
+
+    ckpt_cb = trainer.checkpoint_callback
+    best = getattr(ckpt_cb, "best_model_path", "") or ""
+    metrics: dict[str, Any] = {
+        "model/name": cfg.model.name,
+        "data/name": cfg.data.name,
+        "checkpoint": best or None,
+        "checkpoint_last": getattr(ckpt_cb, "last_model_path", "") or None,
+        "train/epochs": trainer.current_epoch,
+        "train/fit_s": fit_s,
+    }
+    if ckpt_cb is not None and getattr(ckpt_cb, "best_model_score", None) is not None:
+        metrics["val/error_cm"] = float(ckpt_cb.best_model_score)
+    elif "val/error_cm" in trainer.callback_metrics:
+        metrics["val/error_cm"] = float(trainer.callback_metrics["val/error_cm"])
+
+    if cfg.get("test"):
+        ckpt = best if best and not trainer.fast_dev_run else None
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        metrics["test/error_cm"] = float(results[0]["test/error_cm"])
+        metrics["baseline/mean_predictor_error_cm"] = datamodule.mean_predictor_error_cm("test")
+
+    fp = footprint(module.net, {k: shapes[k] for k in module.input_keys})
+    metrics.update({
+        "model/params": fp.params,
+        "model/macs": fp.macs,
+        "model/size_fp32_bytes": fp.size_fp32_bytes,
+        "model/size_int8_bytes": fp.size_int8_bytes,
+        "data/train_frames": len(datamodule.datasets["train"]),
+        "data/test_frames": len(datamodule.datasets["test"]),
+        "time/total_s": time.perf_counter() - t0,
+    })
+
+    if trainer.is_global_zero:
+        path = write_metrics(output_dir(cfg) / "metrics.json", metrics)
+        log.info("metrics written to %s", path)
+        log_summary(loggers, metrics)
+        log_checkpoint_artifact(loggers, best, cfg.model.name)
+    for lg in loggers:
+        lg.finalize("success")
+    _finish_wandb(loggers)
+    return metrics
+
+
+def _finish_wandb(loggers: list) -> None:
+    from tinytracker.tracking import wandb_loggers
+
+    for lg in wandb_loggers(loggers):
+        lg.experiment.finish()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    except ConfigError as err:
+        log.error("invalid config: %s", err)
+        raise SystemExit(f"invalid config: {err}") from err
+    value = metrics.get(cfg.get("optimized_metric"))
+    return float(value) if value is not None else None
+
+
+if __name__ == "__main__":
+    main()
