@@ -67,7 +67,10 @@ def build_net(net_cfg: DictConfig | dict) -> torch.nn.Module:
         return instantiate(net_cfg)
     except Exception as err:  # hydra wraps import/type errors in its own exceptions
         target = (net_cfg or {}).get("_target_")
-        raise ConfigError(f"model.net (_target_={target}) could not be built: {err}") from err
+        hint = ""
+        if "image_size" in str(err):
+            hint = " (model.net.image_size follows data.face_size)"
+        raise ConfigError(f"model.net (_target_={target}) could not be built: {err}{hint}") from err
 
 
 def check_input_shapes(net: torch.nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:

@@ -112,6 +112,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics.update({
         "model/params": fp.params,
         "model/macs": fp.macs,
+        "model/macs_pointwise": fp.macs_pointwise,
         "model/size_fp32_bytes": fp.size_fp32_bytes,
         "model/size_int8_bytes": fp.size_int8_bytes,
         "data/train_frames": len(datamodule.datasets["train"]),

@@ -1,0 +1,18 @@
+"""Float gaze models and their footprint (parameters, MACs, stored size).
+
+Quantized variants wrap these modules in ``tinytracker.quant``; nothing here imports it.
+"""
+
+from tinytracker.models.footprint import Footprint, footprint
+from tinytracker.models.itracker import ITracker
+from tinytracker.models.pretrained import load_backbone_weights
+from tinytracker.models.tinytracker import TinyTracker, TinyTrackerS
+
+__all__ = [
+    "Footprint",
+    "ITracker",
+    "TinyTracker",
+    "TinyTrackerS",
+    "footprint",
+    "load_backbone_weights",
+]
