@@ -1,0 +1,114 @@
+"""Tracking: a real offline W&B run holds the summary; resume continues a killed run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
+from tinytracker.models.checkpoint import CheckpointError, load_checkpoint
+from tinytracker.tracking import read_wandb_summary, write_metrics
+
+SHORT = [*SMALL_DATA, "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_holds_summary_and_artifact(tmp_path, cache_dir):
+    run_module("tinytracker.train", *SHORT, f"out_dir={tmp_path}", "logger=wandb")
+    metrics = read_metrics(tmp_path)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, f"expected one offline W&B run, found {runs}"
+    summary = read_wandb_summary(runs[0])
+    for key in ("test/error_cm", "model/params", "model/macs", "model/size_int8_bytes",
+                "baseline/mean_predictor_error_cm"):
+        assert summary[key] == pytest.approx(metrics[key]), key
+    # the resolved config was logged
+    config = (runs[0] / "files" / "config.yaml").read_text()
+    assert "tinytracker.models.TinyTracker" in config
+    # the best checkpoint was staged as an artifact of this run
+    assert any(p.suffix == ".ckpt" for p in (runs[0]).rglob("*")) or _artifact_logged(runs[0])
+
+
+def _artifact_logged(run_dir: Path) -> bool:
+    from tinytracker.tracking import read_wandb_records
+
+    log = next(run_dir.glob("*.wandb"))
+    return any(r.WhichOneof("record_type") == "artifact" for r in read_wandb_records(log))
+
+
+@pytest.mark.slow
+def test_resume_after_kill_ends_at_same_epoch_count(tmp_path, cache_dir):
+    epochs = 4
+    first = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "tinytracker.train", *SMALL_DATA, f"out_dir={first}",
+           f"trainer.max_epochs={epochs}", "logger=csv"]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    last = first / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 600
+    while not last.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)  # let the checkpoint write finish
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert last.is_file(), "the run never wrote last.ckpt"
+    killed_at = load_checkpoint(last)["epoch"]
+    assert killed_at < epochs - 1, "run finished before it could be killed"
+    assert not (first / "metrics.json").exists()
+
+    resumed = tmp_path / "resumed"
+    run_module("tinytracker.train", *SMALL_DATA, f"out_dir={resumed}",
+               f"trainer.max_epochs={epochs}", "logger=csv", f"ckpt_path={last}")
+    assert read_metrics(resumed)["train/epochs"] == epochs
+    final = load_checkpoint(resumed / "checkpoints" / "last.ckpt")
+    assert final["epoch"] == epochs - 1
+    # the resumed run trained only the remaining epochs
+    log = (resumed / "csv" / "metrics.csv").read_text().splitlines()
+    header = log[0].split(",")
+    epoch_col = header.index("epoch")
+    trained = {int(float(row.split(",")[epoch_col])) for row in log[1:]
+               if row.split(",")[epoch_col]}
+    assert min(trained) == killed_at + 1
+
+
+def test_unsafe_checkpoint_is_refused_not_executed(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"net": {}}, "x": Evil()}, path)
+    with pytest.raises(CheckpointError, match="arbitrary unpickling"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    proc = run_module("tinytracker.train", f"ckpt_path={path}", f"out_dir={tmp_path / 'r'}",
+                      check=False)
+    assert proc.returncode != 0
+    assert "arbitrary unpickling" in proc.stderr
+    assert not marker.exists()
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="nope.ckpt"):
+        load_checkpoint(tmp_path / "nope.ckpt")
+
+
+def test_write_metrics_extends_and_keeps_existing_keys(tmp_path):
+    path = tmp_path / "metrics.json"
+    write_metrics(path, {"test/error_cm": 1.5, "model/params": 10})
+    write_metrics(path, {"quant/weight_bits": 8, "test/error_cm": 1.25})
+    import json
+
+    data = json.loads(path.read_text())
+    assert data == {"test/error_cm": 1.25, "model/params": 10, "quant/weight_bits": 8}
