@@ -7,14 +7,18 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
 from tinytracker.models.checkpoint import CheckpointError, load_checkpoint
-from tinytracker.tracking import read_wandb_summary, write_metrics
+from tinytracker.tracking import (
+    read_wandb_config,
+    read_wandb_records,
+    read_wandb_summary,
+    write_metrics,
+)
 
 SHORT = [*SMALL_DATA, "trainer.max_epochs=1", "trainer.limit_train_batches=2",
          "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
@@ -31,17 +35,15 @@ def test_wandb_offline_run_holds_summary_and_artifact(tmp_path, cache_dir):
                 "baseline/mean_predictor_error_cm"):
         assert summary[key] == pytest.approx(metrics[key]), key
     # the resolved config was logged
-    config = (runs[0] / "files" / "config.yaml").read_text()
-    assert "tinytracker.models.TinyTracker" in config
-    # the best checkpoint was staged as an artifact of this run
-    assert any(p.suffix == ".ckpt" for p in (runs[0]).rglob("*")) or _artifact_logged(runs[0])
-
-
-def _artifact_logged(run_dir: Path) -> bool:
-    from tinytracker.tracking import read_wandb_records
-
-    log = next(run_dir.glob("*.wandb"))
-    return any(r.WhichOneof("record_type") == "artifact" for r in read_wandb_records(log))
+    config = read_wandb_config(runs[0])
+    assert config["model"]["net"]["_target_"] == "tinytracker.models.TinyTracker"
+    assert config["data"]["name"] == "synthetic"
+    # the best checkpoint was logged as a model artifact of this run
+    log = next(runs[0].glob("*.wandb"))
+    artifacts = [r.artifact for r in read_wandb_records(log)
+                 if r.WhichOneof("record_type") == "artifact"]
+    assert [a.type for a in artifacts] == ["model"]
+    assert any(e.path.endswith(".ckpt") for e in artifacts[0].manifest.contents)
 
 
 @pytest.mark.slow

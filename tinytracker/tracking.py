@@ -122,3 +122,17 @@ def read_wandb_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
                 if not key.startswith("_"):
                     history[key] = json.loads(item.value_json)
     return {**history, **summary}
+
+
+def read_wandb_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The config a W&B run logged (top-level keys), from its ``.wandb`` log."""
+    files = sorted(Path(run_dir).glob("*.wandb"))
+    if not files:
+        raise FileNotFoundError(f"no .wandb log in {run_dir}")
+    config: dict[str, Any] = {}
+    for record in read_wandb_records(files[0]):
+        if record.WhichOneof("record_type") == "config":
+            for item in record.config.update:
+                key = "/".join(item.nested_key) if item.nested_key else item.key
+                config[key] = json.loads(item.value_json)
+    return config
