@@ -114,3 +114,13 @@ def test_write_metrics_extends_and_keeps_existing_keys(tmp_path):
 
     data = json.loads(path.read_text())
     assert data == {"test/error_cm": 1.25, "model/params": 10, "quant/weight_bits": 8}
+
+
+@pytest.mark.slow
+def test_online_mode_without_network_falls_back_to_offline(tmp_path, cache_dir):
+    env = {"WANDB_MODE": "online", "WANDB_API_KEY": "", "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    proc = run_module("tinytracker.train", *SHORT, f"out_dir={tmp_path}", "logger=wandb",
+                      env=env)
+    assert "logging offline instead" in proc.stderr + proc.stdout
+    assert read_metrics(tmp_path)["test/error_cm"] > 0
+    assert list((tmp_path / "wandb").glob("offline-run-*"))

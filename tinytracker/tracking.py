@@ -45,6 +45,27 @@ def wandb_loggers(loggers: list) -> list:
     return [lg for lg in loggers if isinstance(lg, WandbLogger)]
 
 
+def start_wandb(loggers: list) -> None:
+    """Start each W&B run now; if online mode cannot reach W&B, continue offline.
+
+    An online run without network or credentials must not hang or fail training: W&B's own
+    error is logged and the run is recreated in offline mode (sync it later with
+    ``wandb sync``).
+    """
+    for lg in wandb_loggers(loggers):
+        if lg._wandb_init.get("mode") == "offline":
+            _ = lg.experiment
+            continue
+        lg._wandb_init.setdefault("settings", {"init_timeout": 30})
+        try:
+            _ = lg.experiment
+        except Exception as err:  # wandb raises many types (auth, network, timeout)
+            log.warning("W&B online mode failed (%s); logging offline instead", err)
+            lg._wandb_init["mode"] = "offline"
+            lg._experiment = None
+            _ = lg.experiment
+
+
 def log_summary(loggers: list, metrics: dict[str, Any]) -> None:
     """Put final numbers into every W&B run's summary (what W&B tables and sweeps show)."""
     for lg in wandb_loggers(loggers):

@@ -25,10 +25,15 @@ from tinytracker.config import (
     validate_train_config,
 )
 from tinytracker.data.dataset import input_shapes
-from tinytracker.models.checkpoint import load_checkpoint
+from tinytracker.models.checkpoint import CheckpointError, load_checkpoint
 from tinytracker.models.footprint import footprint
 from tinytracker.models.module import GazeModule
-from tinytracker.tracking import log_checkpoint_artifact, log_summary, write_metrics
+from tinytracker.tracking import (
+    log_checkpoint_artifact,
+    log_summary,
+    start_wandb,
+    write_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +72,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test as configured; returns the metrics written to ``metrics.json``."""
     validate_train_config(cfg)
     if cfg.get("ckpt_path"):
-        load_checkpoint(cfg.ckpt_path)  # refuse unsafe or foreign checkpoints before any work
+        # refuse unsafe or foreign checkpoints, and float/quantized mix-ups, before any work
+        _check_resume_checkpoint(cfg, load_checkpoint(cfg.ckpt_path))
     L.seed_everything(cfg.seed, workers=True)
     t0 = time.perf_counter()
 
@@ -77,18 +83,33 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     shapes = input_shapes(datamodule.spec)
     check_input_shapes(module.net, shapes)
 
+    fine_tune, quant_metrics = True, {}
+    if cfg.get("quant"):
+        # QAT/PTQ (+experiment=qat): the float model is trained (or loaded) and tested as the
+        # reference, then replaced by its calibrated quantized wrapper (tinytracker.quant).
+        from tinytracker.quant.training import quantized_start
+
+        start = quantized_start(cfg, module, datamodule, output_dir(cfg))
+        module, fine_tune, quant_metrics = start.module, start.fine_tune, start.metrics
+
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    start_wandb(loggers)
     for lg in loggers:
         lg.log_hyperparams(resolved)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if fine_tune:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_s = time.perf_counter() - t0
 
     ckpt_cb = trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") or ""
+    if not fine_tune:  # PTQ: nothing to fit; validate and keep the calibrated weights
+        trainer.validate(module, datamodule=datamodule)
+        best = str(output_dir(cfg) / "checkpoints" / "calibrated.ckpt")
+        trainer.save_checkpoint(best, weights_only=True)
     metrics: dict[str, Any] = {
         "model/name": cfg.model.name,
         "data/name": cfg.data.name,
@@ -108,7 +129,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["test/error_cm"] = float(results[0]["test/error_cm"])
         metrics["baseline/mean_predictor_error_cm"] = datamodule.mean_predictor_error_cm("test")
 
-    fp = footprint(module.net, {k: shapes[k] for k in module.input_keys})
+    # A quantized net declares the bit width of each weight kernel (kernel_bits).
+    fp = footprint(module.net, {k: shapes[k] for k in module.input_keys},
+                   weight_bits=getattr(module.net, "kernel_bits", 8))
     metrics.update({
         "model/params": fp.params,
         "model/macs": fp.macs,
@@ -118,6 +141,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "data/train_frames": len(datamodule.datasets["train"]),
         "data/test_frames": len(datamodule.datasets["test"]),
         "time/total_s": time.perf_counter() - t0,
+        **quant_metrics,
     })
 
     if trainer.is_global_zero:
@@ -129,6 +153,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         lg.finalize("success")
     _finish_wandb(loggers)
     return metrics
+
+
+def _check_resume_checkpoint(cfg: DictConfig, ckpt: dict[str, Any]) -> None:
+    from tinytracker.quant.checkpoints import require_kind
+
+    quantized = bool(cfg.get("quant"))
+    hint = ("Resume a QAT run from one of its own checkpoints; start QAT from a float model "
+            "with quant.float_ckpt=..." if quantized else
+            "A float run resumes float checkpoints; resume a QAT run with +experiment=qat.")
+    require_kind(ckpt, cfg.ckpt_path, "ckpt_path", quantized=quantized, hint=hint)
 
 
 def _finish_wandb(loggers: list) -> None:
@@ -145,6 +179,9 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as err:
         log.error("invalid config: %s", err)
         raise SystemExit(f"invalid config: {err}") from err
+    except CheckpointError as err:
+        log.error("unusable checkpoint: %s", err)
+        raise SystemExit(f"unusable checkpoint: {err}") from err
     value = metrics.get(cfg.get("optimized_metric"))
     return float(value) if value is not None else None
 
