@@ -14,6 +14,8 @@ importer has to handle, because PyTorch and TFLite differ there, not the archite
   MobileNetV3) pads an even-sized input by 0 on the top/left and 1 on the bottom/right; here
   (torchvision's ``Conv2dNormActivation``) it is 1 on every side. Output sizes agree, values are
   shifted by one pixel. Odd sizes (7 -> 4 at 112x112) pad symmetrically in both.
+  ``padding="tf_same"`` reproduces TF's padding (:class:`TFSamePadded`) with the same
+  parameters and state-dict keys; the default ``"symmetric"`` keeps PyTorch's.
 * **Flatten order** (TinyTracker only): TFLite reshapes an NHWC ``(1, 4, 4, 2)`` tensor, this
   module flattens NCHW ``(1, 2, 4, 4)``. Column ``(h * W + w) * C + c`` of the TFLite ``dense``
   kernel is column ``c * H * W + h * W + w`` of ``fc[0].weight``.
@@ -24,12 +26,17 @@ from __future__ import annotations
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.mobilenetv3 import InvertedResidual, InvertedResidualConfig
 from torchvision.ops.misc import Conv2dNormActivation
 
 GRID_EMBEDDING_CHANNELS = 2
 OUTPUT_ACTIVATIONS = ("none", "tanh")
+PADDING_MODES = ("symmetric", "tf_same")
+# The released TinyTrackerS file concatenates this constant grid (x and y linspaces over
+# [-0.1, 0.1], the authors' ``bakedModel``) to the grey input; see TinyTrackerS.
+BAKED_GRID_RANGE = (-0.1, 0.1)
 
 # Keras BatchNormalization uses epsilon=1e-3 (both nets); the epsilon matters when importing
 # weights. Momentum is PyTorch's default 0.1, not torchvision's MobileNetV3 0.01 (Keras' 0.99):
@@ -67,6 +74,49 @@ def _stride2_output_size(size: int, n_stride2: int) -> int:
     for _ in range(n_stride2):
         size = (size + 1) // 2
     return size
+
+
+def tf_same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(before, after) padding of TF "SAME": the odd pixel, if any, goes after."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class TFSamePadded(nn.Sequential):
+    """A conv(-norm-activation) block padded like TF "SAME" instead of symmetrically.
+
+    Holds the children of the block it replaces under the same names, so parameters and
+    state-dict keys are unchanged; the convolution's own padding is set to 0 and the input is
+    padded here, the extra row/column (even sizes, stride 2) at the bottom/right.
+    """
+
+    def __init__(self, block: nn.Sequential) -> None:
+        super().__init__(*block)
+        conv = self[0]
+        if not isinstance(conv, nn.Conv2d) or conv.dilation != (1, 1):
+            raise ValueError("TFSamePadded wraps a block starting with an undilated Conv2d")
+        conv.padding = (0, 0)
+        self.out_channels = conv.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self[0]
+        top, bottom = tf_same_pads(x.shape[-2], conv.kernel_size[0], conv.stride[0])
+        left, right = tf_same_pads(x.shape[-1], conv.kernel_size[1], conv.stride[1])
+        return super().forward(F.pad(x, (left, right, top, bottom)))
+
+
+def use_tf_same_padding(root: nn.Module) -> None:
+    """Wrap every strided conv block under ``root`` in :class:`TFSamePadded`, in place."""
+    for parent in list(root.modules()):
+        for name, child in list(parent.named_children()):
+            if (
+                isinstance(child, nn.Sequential)
+                and not isinstance(child, TFSamePadded)
+                and len(child) > 0
+                and isinstance(child[0], nn.Conv2d)
+                and max(child[0].stride) > 1
+            ):
+                setattr(parent, name, TFSamePadded(child))
 
 
 class MobileNetV3SmallMinimalistic(nn.Module):
@@ -222,6 +272,7 @@ class _GazeRegressor(nn.Module):
         image_size: int,
         output_activation: str,
         output_scale_cm: float,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
         _check_positive_int("in_channels", in_channels)
@@ -235,6 +286,12 @@ class _GazeRegressor(nn.Module):
             )
         if output_scale_cm <= 0:
             raise ValueError(f"output_scale_cm must be > 0, got {output_scale_cm}")
+        if padding not in PADDING_MODES:
+            raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
+        self.padding = padding
+        # A constant grid embedding baked into the model (TinyTrackerS' released file); None
+        # buffers are not saved, so checkpoints without one are unchanged.
+        self.register_buffer("baked_grid", None)
         self.in_channels = in_channels
         self.grid_embedding = grid_embedding
         self.image_size = image_size
@@ -253,12 +310,26 @@ class _GazeRegressor(nn.Module):
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-sample shape of each input, in ``input_keys`` order (for ``footprint``, export)."""
         shapes = {"face": (self.in_channels, self.image_size, self.image_size)}
-        if self.grid_embedding:
+        if "grid_embedding" in self.input_keys:
             shapes["grid_embedding"] = (GRID_EMBEDDING_CHANNELS, self.image_size, self.image_size)
         return shapes
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def _finish(self) -> None:
+        """Subclasses call this last: applies ``padding`` to the built layers."""
+        if self.padding == "tf_same":
+            use_tf_same_padding(self)
+
+    def _bake_grid_embedding(self) -> None:
+        """Take the grid embedding from the ``baked_grid`` buffer instead of an input."""
+        if not self.grid_embedding:
+            raise ValueError("baked_grid_embedding=True needs grid_embedding=True")
+        side = self.image_size
+        line = torch.linspace(*BAKED_GRID_RANGE, side)
+        self.baked_grid = torch.stack((line.expand(side, side), line[:, None].expand(side, side)))
+        self.input_keys = ("face",)
 
     def features(
         self, face: torch.Tensor, grid_embedding: torch.Tensor | None = None
@@ -290,6 +361,8 @@ class _GazeRegressor(nn.Module):
                     "got a grid_embedding but the model was built with grid_embedding=False"
                 )
             return face
+        if grid_embedding is None and self.baked_grid is not None:
+            grid_embedding = self.baked_grid.expand(face.shape[0], -1, -1, -1)
         if grid_embedding is None:
             raise ValueError(
                 "the model was built with grid_embedding=True: pass grid_embedding (B, 2, H, W)"
@@ -353,6 +426,8 @@ class TinyTracker(_GazeRegressor):
             (``output_scale_cm * tanh``, the authors' choice).
         output_scale_cm: range of the tanh output; the authors use 30 cm.
         dropout: dropout probability before ``head`` (0 in the paper).
+        padding: ``"symmetric"`` (PyTorch) or ``"tf_same"`` (TF "SAME" for strided
+            convolutions, as in the released TFLite files; for imported weights).
     """
 
     def __init__(
@@ -364,9 +439,10 @@ class TinyTracker(_GazeRegressor):
         output_activation: str = "none",
         output_scale_cm: float = 30.0,
         dropout: float = 0.0,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__(
-            in_channels, grid_embedding, image_size, output_activation, output_scale_cm
+            in_channels, grid_embedding, image_size, output_activation, output_scale_cm, padding
         )
         self.feature_dim = 128
         # The authors' ``conv_g``: lets the ImageNet backbone see 3 channels whatever the input.
@@ -378,6 +454,7 @@ class TinyTracker(_GazeRegressor):
         self.fc = nn.Sequential(nn.Linear(flat, self.feature_dim), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.feature_dim, 2)
+        self._finish()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Stacked input ``(B, stacked_channels, S, S)`` -> features ``(B, 128)``."""
@@ -432,6 +509,9 @@ class TinyTrackerS(_GazeRegressor):
 
     Args are those of :class:`TinyTracker`; ``image_size`` only documents the expected input
     (global pooling accepts any size) and ``width_mult`` scales every channel count.
+    ``baked_grid_embedding=True`` reproduces the released file's constant grid: the embedding
+    is the ``baked_grid`` buffer ``(2, S, S)`` (saved with the weights; initialised to the
+    linspaces above) and ``input_keys`` is just ``("face",)``.
     """
 
     def __init__(
@@ -443,9 +523,11 @@ class TinyTrackerS(_GazeRegressor):
         output_activation: str = "none",
         output_scale_cm: float = 10.0,
         dropout: float = 0.0,
+        padding: str = "symmetric",
+        baked_grid_embedding: bool = False,
     ) -> None:
         super().__init__(
-            in_channels, grid_embedding, image_size, output_activation, output_scale_cm
+            in_channels, grid_embedding, image_size, output_activation, output_scale_cm, padding
         )
         self.feature_dim = 64
         self.backbone = TinyTrackerSBackbone(self.stacked_channels, width_mult)
@@ -455,6 +537,9 @@ class TinyTrackerS(_GazeRegressor):
         )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.feature_dim, 2)
+        if baked_grid_embedding:
+            self._bake_grid_embedding()
+        self._finish()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Stacked input ``(B, stacked_channels, S, S)`` -> features ``(B, 64)``."""

@@ -1,0 +1,73 @@
+"""Gaze on photos, videos or a camera: ``python -m tinytracker.predict ckpt_path=... input=...
+out_dir=... [screen=iPhone 6]``.
+
+``ckpt_path``: a tinytracker checkpoint (trained, or imported with
+``tinytracker.import_tflite``) or an exported ``.onnx``. ``input``: an image, a folder of
+images, a video file, or a camera index (``0``). Writes ``predictions.csv``,
+``predictions.json`` and an annotated PNG per image (``<name>_gaze.png``) or an annotated
+video (``<name>_gaze.mp4``) into ``out_dir``. With a screen (``screen=<GazeCapture device>``
+or ``screen_width_cm``, ``screen_height_cm``, ``camera_to_screen_x_cm``,
+``camera_to_screen_y_cm`` [, ``screen_width_px``, ``screen_height_px``]) the gaze point is
+also given on the screen, in cm, points and pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import MISSING
+
+from tinytracker.cli import parse_args
+
+PROG = "tinytracker.predict"
+
+
+@dataclass
+class PredictArgs:
+    ckpt_path: str = MISSING  # checkpoint (.ckpt) or exported model (.onnx)
+    input: str = MISSING  # image, folder of images, video file, or camera index
+    out_dir: str = MISSING
+    screen: str | None = None  # GazeCapture device preset, e.g. "iPhone 6" or iphone_6
+    screen_width_cm: float | None = None  # explicit screen (instead of a preset)
+    screen_height_cm: float | None = None
+    camera_to_screen_x_cm: float | None = None  # camera -> screen's left edge
+    camera_to_screen_y_cm: float | None = None  # camera -> screen's top edge
+    screen_width_px: int | None = None
+    screen_height_px: int | None = None
+    max_frames: int | None = None  # video/camera/folder: stop after this many frames
+    min_face_fraction: float = 0.1  # smallest face side / the frame's shorter side
+    annotate: bool = True  # write annotated PNGs / mp4
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(PredictArgs, argv, prog=PROG)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from tinytracker.models.checkpoint import CheckpointError
+    from tinytracker.predict.detect import DetectorUnavailable
+    from tinytracker.predict.pipeline import run, screen_from
+    from tinytracker.predict.sources import InputError, open_source
+
+    try:
+        screen = screen_from(args.screen, args.screen_width_cm, args.screen_height_cm,
+                             args.camera_to_screen_x_cm, args.camera_to_screen_y_cm,
+                             args.screen_width_px, args.screen_height_px)
+        source = open_source(args.input, args.max_frames)
+        summary = run(args.ckpt_path, source, Path(args.out_dir), screen,
+                      args.min_face_fraction, args.annotate)
+    except (InputError, FileNotFoundError, CheckpointError, DetectorUnavailable,
+            ValueError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from err
+    summary["input"] = args.input
+    print(json.dumps({k: summary[k] for k in ("input", "input_kind", "frames_total",
+                                              "frames_with_face", "frames_with_gaze",
+                                              "csv", "json", "annotated")}, indent=1))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Frame -> detection -> model inputs -> gaze (cm) -> screen position; outputs written.
+
+Model inputs are built by :func:`tinytracker.data.inputs.frame_inputs`, the data pipeline's
+crop, face-grid and grid-embedding geometry, with the preprocessing recorded in the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from tinytracker.data.inputs import frame_inputs
+from tinytracker.predict.detect import HaarDetector
+from tinytracker.predict.draw import annotate
+from tinytracker.predict.records import FramePrediction, write_csv, write_json
+from tinytracker.predict.runner import Runner, load_runner
+from tinytracker.predict.screen import Screen, custom, preset
+from tinytracker.predict.sources import Frame, Source, open_source
+
+log = logging.getLogger(__name__)
+
+COORDINATES = ("x_cm, y_cm: gaze point in GazeCapture camera coordinates (cm; origin at the "
+               "camera, x to the subject's right, y up, in the screen plane); screen_*: from "
+               "the screen's top-left corner; boxes: face in frame pixels, eyes relative to "
+               "the face box, left = the subject's left eye")
+DEFAULT_FPS = 30.0
+
+
+@dataclass
+class Predictor:
+    runner: Runner
+    detector: HaarDetector
+    screen: Screen | None = None
+
+    def __call__(self, frame: Frame) -> FramePrediction:
+        if frame.image is None:
+            return FramePrediction(frame.index, frame.name, False, note=frame.error or "")
+        found = self.detector(frame.image)
+        if found.face is None:
+            return FramePrediction(frame.index, frame.name, False, note="no face found")
+        record = FramePrediction(frame.index, frame.name, True, list(found.face),
+                                 _box(found.left_eye), _box(found.right_eye))
+        spec = self.runner.spec
+        if {"eye_left", "eye_right"} & set(spec.inputs) and None in (found.left_eye,
+                                                                     found.right_eye):
+            record.note = "eyes not found: this model needs both eye crops"
+            return record
+        inputs = frame_inputs(frame.image, found.face, spec, found.left_eye, found.right_eye)
+        x_cm, y_cm = (float(v) for v in self.runner(inputs))
+        record.x_cm, record.y_cm = x_cm, y_cm
+        if self.screen is not None:
+            record.screen = self.screen.locate(x_cm, y_cm)
+        return record
+
+
+def _box(box: tuple[int, ...] | None) -> list[int] | None:
+    return None if box is None else list(box)
+
+
+def screen_from(name: str | None, width_cm: float | None, height_cm: float | None,
+                camera_x_cm: float | None, camera_y_cm: float | None,
+                width_px: int | None, height_px: int | None) -> Screen | None:
+    """``screen=<preset>``, or the explicit ``screen_*`` / ``camera_to_screen_*`` keys."""
+    explicit = {"screen_width_cm": width_cm, "screen_height_cm": height_cm,
+                "camera_to_screen_x_cm": camera_x_cm, "camera_to_screen_y_cm": camera_y_cm}
+    given = [k for k, v in {**explicit, "screen_width_px": width_px,
+                            "screen_height_px": height_px}.items() if v is not None]
+    if name:
+        if given:
+            raise ValueError(f"give screen=<preset> or explicit screen keys, not both ({given})")
+        return preset(name)
+    if not given:
+        return None
+    missing = [k for k, v in explicit.items() if v is None]
+    if missing:
+        raise ValueError(f"an explicit screen needs {', '.join(missing)} too")
+    return custom(width_cm, height_cm, camera_x_cm, camera_y_cm, width_px, height_px)
+
+
+def run(ckpt_path: str, source: Source, out_dir: Path, screen: Screen | None = None,
+        min_face_fraction: float = 0.1, draw: bool = True) -> dict[str, Any]:
+    """Predict every frame of ``source``; writes CSV, JSON and annotated images or video."""
+    runner = load_runner(ckpt_path)
+    predictor = Predictor(runner, HaarDetector(min_face_fraction), screen)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records: list[FramePrediction] = []
+    annotated: list[str] = []
+    video = _VideoOut(out_dir / f"{source.name}_gaze.mp4", source.fps or DEFAULT_FPS)
+    try:
+        for frame in source.frames:
+            record = predictor(frame)
+            records.append(record)
+            if frame.image is None or not draw:
+                continue
+            image = cv2.cvtColor(annotate(frame.image, record, screen), cv2.COLOR_RGB2BGR)
+            if source.kind == "images":
+                path = out_dir / f"{Path(frame.name).stem}_gaze.png"
+                cv2.imwrite(str(path), image)
+                annotated.append(str(path))
+            else:
+                video.write(image)
+    except KeyboardInterrupt:  # a camera runs until interrupted: keep what was predicted
+        log.warning("interrupted after %d frames; writing their predictions", len(records))
+    if video.release():
+        annotated.append(str(video.path))
+    summary = {
+        "checkpoint": str(ckpt_path),
+        "input_kind": source.kind,
+        "model_inputs": list(runner.spec.inputs),
+        "screen": screen.as_dict() if screen is not None else None,
+        "coordinates": COORDINATES,
+        "frames_total": len(records),
+        "frames_with_face": sum(r.face_found for r in records),
+        "frames_with_gaze": sum(r.x_cm is not None for r in records),
+        "unreadable": [r.source for r in records if r.note == "unreadable image"],
+        "annotated": annotated,
+        "csv": str(write_csv(records, out_dir / "predictions.csv")),
+        "json": str(out_dir / "predictions.json"),
+    }
+    write_json(summary, records, out_dir / "predictions.json")
+    return summary
+
+
+class _VideoOut:
+    """mp4 (``mp4v``) writer opened on the first frame, with that frame's size."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps = path, fps
+        self._writer: cv2.VideoWriter | None = None
+
+    def write(self, image: np.ndarray) -> None:
+        if self._writer is None:
+            size = (image.shape[1], image.shape[0])
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"),
+                                           self.fps, size)
+            if not self._writer.isOpened():
+                raise RuntimeError(f"OpenCV cannot write {self.path} (mp4v)")
+        self._writer.write(image)
+
+    def release(self) -> bool:
+        if self._writer is None:
+            return False
+        self._writer.release()
+        return True
+
+
+__all__ = ["Predictor", "open_source", "run", "screen_from"]
