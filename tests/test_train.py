@@ -45,6 +45,18 @@ def test_short_training_writes_checkpoints_and_metrics(tmp_path, cache_dir):
     assert ckpt["hyper_parameters"]["input_spec"]["face_size"] == 112
     assert metrics["train/epochs"] == 2
 
+    # evaluate the best checkpoint on the same data: same test error, plus the breakdowns
+    eval_dir = tmp_path / "eval"
+    run_module("tinytracker.evaluate", f"ckpt_path={metrics['checkpoint']}", *SMALL_DATA,
+               f"out_dir={eval_dir}")
+    evaluated = read_metrics(eval_dir)
+    assert evaluated["test/error_cm"] == pytest.approx(metrics["test/error_cm"], rel=1e-4)
+    assert evaluated["test/error_cm/device_type/phone"] == pytest.approx(
+        evaluated["test/error_cm"])
+    assert (eval_dir / "error_by_screen_position.png").stat().st_size > 1000
+    rows = (eval_dir / "predictions.csv").read_text().splitlines()
+    assert len(rows) - 1 == metrics["data/test_frames"]
+
 
 @pytest.mark.parametrize(
     "override, key",

@@ -39,7 +39,7 @@ Gaze and the injected label noise (everything that separates the label from the 
 2. Visual axis: each eye's line of sight from the eye centre to F.
 3. Angle kappa: the optical axis (which the iris follows) is the visual axis turned
    temporally by kappa_h ~ N(5, 1.5) deg (one value per subject, mirrored between the eyes:
-   right eye to +X, left eye to -X) and down by kappa_v ~ N(1.5, 1) deg (both eyes). The
+   right eye to +X, left eye to -X) and down by kappa_v ~ N(1.5, 0.7) deg (both eyes). The
    per-subject part cannot be learned without calibration; its horizontal part largely
    cancels between the two eyes, its vertical part does not.
 4. Iris position: the iris centre sits in the eye opening, displaced in the head frame by
@@ -104,7 +104,7 @@ from tinytracker.data.geometry import face_grid_from_rect
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: kappa_v_std 1.0 -> 0.7 deg
 FRAME_W_PX, FRAME_H_PX = 480, 640
 DEVICE_NAME = "iPhone 6"
 DEVICE = device_geometry(DEVICE_NAME)
@@ -141,7 +141,7 @@ class SyntheticParams:
     kappa_h_mean_deg: float = 5.0  # angle kappa, visual vs optical axis (temporal, mirrored)
     kappa_h_std_deg: float = 1.5
     kappa_v_mean_deg: float = 1.5
-    kappa_v_std_deg: float = 1.0
+    kappa_v_std_deg: float = 0.7
     iris_gain_h_cm: float = 4.0  # iris travel per unit sine of yaw (exaggerated eyeball)
     iris_gain_v_cm: float = 2.2  # iris travel per unit sine of pitch
     blink_prob: float = 0.03  # closed eyes, eye boxes invalid
