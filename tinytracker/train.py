@@ -83,7 +83,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     shapes = input_shapes(datamodule.spec)
     check_input_shapes(module.net, shapes)
 
-    fine_tune, quant_metrics = True, {}
+    fine_tune, quant_metrics, trainer_overrides = True, {}, {}
     if cfg.get("quant"):
         # QAT/PTQ (+experiment=qat): the float model is trained (or loaded) and tested as the
         # reference, then replaced by its calibrated quantized wrapper (tinytracker.quant).
@@ -91,10 +91,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
         start = quantized_start(cfg, module, datamodule, output_dir(cfg))
         module, fine_tune, quant_metrics = start.module, start.fine_tune, start.metrics
+        trainer_overrides = start.trainer_overrides  # e.g. max_epochs: quant.epochs
 
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                     **trainer_overrides)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     start_wandb(loggers)
     for lg in loggers:

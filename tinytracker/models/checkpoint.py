@@ -46,7 +46,10 @@ def module_from_checkpoint(path: str | os.PathLike, strict: bool = True) -> Gaze
     """Rebuild the :class:`GazeModule` a checkpoint was trained as, weights loaded."""
     ckpt = load_checkpoint(path)
     module = GazeModule(**ckpt["hyper_parameters"])
-    missing, unexpected = module.load_state_dict(ckpt["state_dict"], strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(ckpt["state_dict"], strict=False)
+    except RuntimeError as err:  # shape mismatches; the message names each key
+        raise CheckpointError(f"{path} does not match its model config: {err}") from err
     metric_states = ("total_cm", "count")
     missing = [k for k in missing if not k.endswith(metric_states)]
     if strict and (missing or unexpected):

@@ -1,0 +1,161 @@
+"""``python -m tinytracker.export``: INT8 (QCDQ) and float ONNX, run by the real ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from onnx import numpy_helper
+
+from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
+from tinytracker.evaluate import apply_input_spec
+from tinytracker.export.__main__ import ExportError, export
+from tinytracker.models.checkpoint import CheckpointError, module_from_checkpoint
+from tinytracker.quant.checkpoints import CheckpointKindError
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # see tests/test_quant.py
+MAX_INT8_ONNX_BYTES = 608_000
+EVAL_DATA = [a for a in SMALL_DATA if not a.startswith("data.batch_size")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def qat_short(tmp_path_factory, cache_dir) -> dict:
+    """A short real QAT run: 2 float epochs, 2 QAT epochs on the small synthetic set."""
+    out = tmp_path_factory.mktemp("qat-short")
+    run_module("tinytracker.train", "+experiment=qat", *SMALL_DATA, f"out_dir={out}",
+               "quant.float_epochs=2", "quant.epochs=2", "quant.calibration_batches=4",
+               "logger=none", env=ONE_THREAD)
+    return read_metrics(out)
+
+
+def _export_cli(ckpt: str, out: Path, *args: str, check: bool = True):
+    return run_module("tinytracker.export", f"ckpt_path={ckpt}", "format=onnx", f"out_dir={out}",
+                      *EVAL_DATA, *args, check=check, env=ONE_THREAD)
+
+
+def _test_batch(ckpt: str) -> dict[str, torch.Tensor]:
+    """The first test batch, built as the export built it (data config + input_spec)."""
+    module = module_from_checkpoint(ckpt)
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("export", overrides=[f"ckpt_path={ckpt}", *EVAL_DATA,
+                                           f"paths.root_dir={REPO}"])
+    apply_input_spec(cfg.data, module.hparams["input_spec"])
+    dm = instantiate(cfg.data, _convert_="all")
+    dm.set_inputs(module.input_keys)
+    dm.prepare_data()
+    dm.setup("test")
+    return next(iter(dm.test_dataloader()))
+
+
+@pytest.mark.slow
+def test_qat_checkpoint_exports_int8_onnx_matching_pytorch(tmp_path, qat_short):
+    ckpt = qat_short["checkpoint"]
+    _export_cli(ckpt, tmp_path)
+    result = json.loads((tmp_path / "export.json").read_text())
+    path = tmp_path / "model.onnx"
+
+    assert result["quantized"] is True
+    assert result["size_bytes"] == path.stat().st_size <= MAX_INT8_ONNX_BYTES
+    # parity on the whole test set: within one output step, test errors within 0.01 cm
+    step = result["parity/output_step_cm"]
+    assert step > 0
+    assert result["parity/max_abs_diff_cm"] <= step
+    assert abs(result["test/error_cm"] - result["test/error_cm_pytorch"]) <= 0.01
+    # the PyTorch side is the model the training run tested
+    assert result["test/error_cm_pytorch"] == pytest.approx(qat_short["test/error_cm"], abs=1e-4)
+    assert result["test/frames"] == qat_short["data/test_frames"]
+
+    module = module_from_checkpoint(ckpt)
+    spec = module.hparams["input_spec"]
+    inputs = ["face", "grid_embedding"] if spec["grid_embedding"] else ["face"]
+    model = onnx.load(str(path))
+    assert [i.name for i in model.graph.input] == inputs == result["inputs"]
+    assert [o.name for o in model.graph.output] == ["gaze_cm"]
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv", "Gemm"} <= ops
+    kernels = [numpy_helper.to_array(t) for t in model.graph.initializer if len(t.dims) >= 2]
+    assert kernels and all(k.dtype == np.int8 for k in kernels)
+    meta = {p.key: p.value for p in model.metadata_props}
+    for key in ("face_size", "grey", "mean", "std", "grid_embedding"):
+        assert json.loads(meta[key]) == spec[key], key
+    assert json.loads(meta["tinytracker.input_spec"]) == spec
+    assert json.loads(meta["tinytracker.quantization"])["weight_bits"] == 8
+
+    # independently of export.json: ONNX Runtime on one test batch against the checkpoint
+    # (the QDQ graph as written; ONNX Runtime's fused integer kernels depend on the CPU)
+    batch = _test_batch(ckpt)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    onnx_out = session.run(["gaze_cm"], {k: batch[k].numpy() for k in inputs})[0]
+    with torch.no_grad():
+        torch_out = module.net(*[batch[k] for k in inputs]).numpy()
+    assert np.abs(onnx_out - torch_out).max() <= step
+    assert "ort_all/test/error_cm" in result
+
+
+@pytest.mark.slow
+def test_float_checkpoint_exports_float_onnx(tmp_path, qat_short):
+    result = _export_in_process(tmp_path, f"ckpt_path={qat_short['quant/float_checkpoint']}")
+    assert json.loads((tmp_path / "export.json").read_text()) == result
+    assert result["quantized"] is False
+    assert result["parity/output_step_cm"] is None
+    assert result["parity/max_abs_diff_cm"] < 1e-3
+    assert abs(result["test/error_cm"] - result["test/error_cm_pytorch"]) < 1e-4
+    model = onnx.load(str(tmp_path / "model.onnx"))
+    assert not {"QuantizeLinear", "DequantizeLinear"} & {n.op_type for n in model.graph.node}
+    assert result["size_bytes"] > 4 * 400_000  # float32 weights
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["face_size"]) == 112
+    assert json.loads(meta["tinytracker.quantization"]) == {"format": "float32"}
+
+
+def _export_in_process(tmp_path, *overrides: str):
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("export", overrides=[*EVAL_DATA, f"out_dir={tmp_path}",
+                                           f"paths.output_dir={tmp_path}",
+                                           f"paths.root_dir={REPO}", *overrides])
+    return export(cfg, tmp_path)
+
+
+def test_float_checkpoint_where_int8_is_required_is_refused(tmp_path, qat_short):
+    ckpt = qat_short["quant/float_checkpoint"]
+    with pytest.raises(CheckpointKindError, match="is a float checkpoint") as err:
+        _export_in_process(tmp_path, f"ckpt_path={ckpt}", "quantized=true")
+    assert "+experiment=qat" in str(err.value)
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_quantized_checkpoint_where_float_is_required_is_refused(tmp_path, qat_short):
+    with pytest.raises(CheckpointKindError, match="is a quantized checkpoint"):
+        _export_in_process(tmp_path, f"ckpt_path={qat_short['checkpoint']}", "quantized=false")
+
+
+def test_imx500_format_says_not_implemented(tmp_path, qat_short):
+    with pytest.raises(ExportError, match="format=imx500 is not implemented yet"):
+        _export_in_process(tmp_path, f"ckpt_path={qat_short['checkpoint']}", "format=imx500")
+
+
+def test_checkpoint_not_matching_its_config_names_the_keys(tmp_path, qat_short):
+    ckpt = torch.load(qat_short["checkpoint"], map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["net"]["float_net"]["width_mult"] = 0.75
+    bad = tmp_path / "bad.ckpt"
+    torch.save(ckpt, bad)
+    with pytest.raises(CheckpointError, match=r"does not match its model config") as err:
+        _export_in_process(tmp_path, f"ckpt_path={bad}")
+    assert "net.net.backbone" in str(err.value)

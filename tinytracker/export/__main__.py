@@ -1,0 +1,166 @@
+"""Export a checkpoint: ``python -m tinytracker.export ckpt_path=... format=onnx out_dir=...``.
+
+Writes into ``out_dir`` the exported model (``model.onnx``) and ``export.json``: its size, and
+the error of the exported file run by ONNX Runtime on ``split`` next to the PyTorch model's,
+with their element-wise agreement (``parity/...``). The data is built from the data config
+(``data=...``) with the checkpoint's input preprocessing, as ``tinytracker.evaluate`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from tinytracker.config import register_resolvers
+from tinytracker.evaluate import apply_input_spec
+from tinytracker.export.onnx import ORT_OPTIMIZATION
+from tinytracker.models.checkpoint import CheckpointError, load_checkpoint, module_from_checkpoint
+from tinytracker.models.module import GazeModule
+from tinytracker.quant.checkpoints import is_quantized, require_kind
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+PLANNED_FORMATS = ("imx500",)
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be done as asked, or whose result does not match PyTorch."""
+
+
+def export(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Export as configured; returns what is written to ``export.json``."""
+    if cfg.split not in ("train", "val", "test"):
+        raise ExportError(f"split must be train, val or test, got {cfg.split!r}")
+    if cfg.ort_optimization not in ORT_OPTIMIZATION:
+        raise ExportError(f"ort_optimization must be one of {ORT_OPTIMIZATION}, "
+                          f"got {cfg.ort_optimization!r}")
+    if cfg.format not in FORMATS:
+        if cfg.format in PLANNED_FORMATS:
+            raise ExportError(f"format={cfg.format} is not implemented yet; available: "
+                              f"{', '.join(FORMATS)}")
+        raise ExportError(f"format must be one of {(*FORMATS, *PLANNED_FORMATS)}, "
+                          f"got {cfg.format!r}")
+    ckpt = load_checkpoint(cfg.ckpt_path)
+    if cfg.get("quantized") is not None:
+        require_kind(ckpt, cfg.ckpt_path, "ckpt_path", quantized=bool(cfg.quantized),
+                     hint="Quantized checkpoints come from +experiment=qat runs; pass "
+                          "quantized=null to export whatever the checkpoint holds.")
+    module = module_from_checkpoint(cfg.ckpt_path)
+    result: dict[str, Any] = {
+        "format": cfg.format,
+        "checkpoint": str(cfg.ckpt_path),
+        "quantized": is_quantized(ckpt),
+        **FORMATS[cfg.format](cfg, module, out_dir),
+    }
+    path = out_dir / "export.json"
+    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    log.info("export written to %s", path)
+    for key in sorted(result):
+        log.info("%s: %s", key, result[key])
+    _check_parity(cfg, result)
+    return result
+
+
+def export_onnx_format(cfg: DictConfig, module: GazeModule, out_dir: Path) -> dict[str, Any]:
+    from tinytracker.export.onnx import OUTPUT_NAME, export_onnx
+
+    spec = dict(module.hparams.get("input_spec") or {})
+    path = export_onnx(module.net, out_dir / "model.onnx", spec, opset=cfg.opset)
+    result: dict[str, Any] = {
+        "path": str(path),
+        "size_bytes": path.stat().st_size,
+        "opset": cfg.opset,
+        "inputs": list(module.input_keys),
+        "outputs": [OUTPUT_NAME],
+    }
+    if cfg.evaluate:
+        result.update(evaluate_onnx(cfg, module, path))
+    return result
+
+
+FORMATS: dict[str, Callable[[DictConfig, GazeModule, Path], dict[str, Any]]] = {
+    "onnx": export_onnx_format,
+}
+
+
+def evaluate_onnx(cfg: DictConfig, module: GazeModule, path: Path) -> dict[str, Any]:
+    """Error of the ONNX file (ONNX Runtime) and of the PyTorch model on ``cfg.split``."""
+    from tinytracker.export.onnx import ort_session, predict_both
+
+    apply_input_spec(cfg.data, module.hparams.get("input_spec"))
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.set_inputs(module.input_keys)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    loader = {"test": datamodule.test_dataloader, "val": datamodule.val_dataloader,
+              "train": datamodule.train_dataloader}[cfg.split]()
+    pred = predict_both(module.net, ort_session(path, cfg.ort_optimization), loader)
+    split = cfg.split
+    result = _compare(pred, split, getattr(module.net, "output_step", None))
+    result["parity/ort_optimization"] = cfg.ort_optimization
+    if cfg.ort_optimization != "all":
+        # Also what ONNX Runtime's default session does: fused integer kernels, which on x86
+        # CPUs without VNNI may saturate int16 pair sums (u8 x s8), so small differences.
+        pred = predict_both(module.net, ort_session(path, "all"), loader)
+        extra = _compare(pred, split, result["parity/output_step_cm"])
+        result.update({f"ort_all/{k}": extra[k] for k in
+                       (f"{split}/error_cm", "parity/max_abs_diff_cm", "parity/outputs_differing")})
+    return result
+
+
+def _compare(pred: dict[str, np.ndarray], split: str, step: float | None) -> dict[str, Any]:
+    err_onnx = np.linalg.norm(pred["onnx"] - pred["target"], axis=1).mean()
+    err_torch = np.linalg.norm(pred["torch"] - pred["target"], axis=1).mean()
+    diff = np.abs(pred["onnx"] - pred["torch"])
+    return {
+        f"{split}/error_cm": float(err_onnx),
+        f"{split}/error_cm_pytorch": float(err_torch),
+        f"{split}/frames": int(len(pred["target"])),
+        "parity/error_diff_cm": float(abs(err_onnx - err_torch)),
+        "parity/max_abs_diff_cm": float(diff.max()),
+        "parity/mean_abs_diff_cm": float(diff.mean()),
+        "parity/output_step_cm": step,
+        "parity/outputs_differing": int((diff > 1e-6).sum()),
+    }
+
+
+def _check_parity(cfg: DictConfig, result: dict[str, Any]) -> None:
+    if not cfg.parity_check or "parity/max_abs_diff_cm" not in result:
+        return
+    step = result["parity/output_step_cm"]
+    # one output step, plus float rounding of the dequantized value itself
+    tol = step * (1 + 1e-4) if step else cfg.parity_float_tol_cm
+    problems = []
+    if result["parity/max_abs_diff_cm"] > tol:
+        problems.append(f"outputs differ by up to {result['parity/max_abs_diff_cm']:.5f} cm "
+                        f"(allowed {tol:.5f} cm)")
+    if result["parity/error_diff_cm"] > cfg.parity_error_tol_cm:
+        problems.append(f"errors differ by {result['parity/error_diff_cm']:.5f} cm "
+                        f"(allowed {cfg.parity_error_tol_cm} cm)")
+    if problems:
+        raise ExportError("ONNX Runtime does not reproduce the PyTorch model: "
+                          + "; ".join(problems) + " (numbers in export.json)")
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        export(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except (CheckpointError, ExportError) as err:
+        log.error("%s", err)
+        raise SystemExit(f"export failed: {err}") from err
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""ONNX export of a trained gaze model, and running it with ONNX Runtime.
+
+* A Brevitas-quantized net (:class:`~tinytracker.quant.brevitas.BrevitasNet`) is exported as
+  QCDQ (``QuantizeLinear -> Clip -> DequantizeLinear`` around float ops, int8 weight
+  initializers), which ONNX Runtime runs with integer kernels and converters take as the
+  quantization spec. A float net is exported as plain float32 ONNX.
+* Inputs are named as the batch fields (``face``, optionally ``grid_embedding``...), the output
+  ``gaze_cm``; the batch dimension is dynamic.
+* The preprocessing the model expects (the checkpoint's ``input_spec``) is written into the
+  model's ``metadata_props``, so the file is usable without the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from tinytracker.quant.brevitas import BrevitasNet
+
+OUTPUT_NAME = "gaze_cm"
+DEFAULT_OPSET = 13  # QuantizeLinear/DequantizeLinear with per-channel axis need opset >= 13
+ORT_OPTIMIZATION = ("all", "basic", "none")
+
+PREPROCESSING = (
+    "face: square face crop resized to face_size x face_size, RGB (grey: ITU-R BT.601 luma, "
+    "as OpenCV COLOR_RGB2GRAY), NCHW float32, value = (pixel / 255 - mean) / std. "
+    "grid_embedding: (2, face_size, face_size), channel 0 a linspace along x and channel 1 "
+    "along y over the face-grid box mapped to [-1, 1] (tinytracker.data.geometry.grid_embedding)."
+)
+OUTPUT_DOC = "gaze_cm: (batch, 2) gaze point (XCam, YCam) in cm, GazeCapture camera coordinates"
+
+
+def is_quantized(net: nn.Module) -> bool:
+    return isinstance(net, BrevitasNet)
+
+
+def export_onnx(net: nn.Module, path: str | Path, input_spec: Mapping[str, Any] | None = None,
+                opset: int = DEFAULT_OPSET) -> Path:
+    """Write ``net`` (float or Brevitas-quantized) to ``path`` as ONNX; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = tuple(net.input_keys)
+    shapes = net.input_shapes
+    args = tuple(torch.zeros(1, *shapes[k]) for k in keys)
+    kwargs: dict[str, Any] = {
+        "input_names": list(keys),
+        "output_names": [OUTPUT_NAME],
+        "dynamic_axes": {**{k: {0: "batch"} for k in keys}, OUTPUT_NAME: {0: "batch"}},
+        "opset_version": opset,
+        # Brevitas' QCDQ handlers are TorchScript symbolic functions: the legacy exporter
+        "dynamo": False,
+    }
+    was_training = net.training
+    net.eval()
+    try:
+        if is_quantized(net):
+            from brevitas.export import export_onnx_qcdq
+
+            export_onnx_qcdq(net, args=args, export_path=str(path),
+                             keep_initializers_as_inputs=False, **kwargs)
+        else:
+            with torch.no_grad():
+                torch.onnx.export(net, args, str(path), **kwargs)
+    finally:
+        net.train(was_training)
+    model = onnx.load(str(path))
+    compact_names(model)
+    set_metadata(model, model_metadata(net, input_spec or {}))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def model_metadata(net: nn.Module, input_spec: Mapping[str, Any]) -> dict[str, str]:
+    """``metadata_props`` of the exported file: inputs, preprocessing, output, quantization."""
+    keys = tuple(net.input_keys)
+    meta = {
+        "tinytracker.inputs": ",".join(keys),
+        "tinytracker.output": OUTPUT_DOC,
+        "tinytracker.preprocessing": PREPROCESSING,
+        "tinytracker.input_spec": json.dumps(dict(input_spec), sort_keys=True),
+    }
+    for key in ("face_size", "grey", "mean", "std", "grid_embedding"):
+        if key in input_spec:
+            meta[key] = json.dumps(input_spec[key])
+    if any(k.startswith("eye_") for k in keys) and "eye_size" in input_spec:
+        meta["eye_size"] = json.dumps(input_spec["eye_size"])
+    if is_quantized(net):
+        meta["tinytracker.quantization"] = json.dumps(
+            {"format": "QCDQ", "tool": "brevitas", **net.scheme.as_dict()}, sort_keys=True)
+        meta["tinytracker.output_step_cm"] = json.dumps(net.output_step)
+    else:
+        meta["tinytracker.quantization"] = json.dumps({"format": "float32"})
+    return meta
+
+
+def set_metadata(model: onnx.ModelProto, meta: Mapping[str, str]) -> None:
+    model.producer_name = "tinytracker"
+    model.doc_string = "Gaze estimation. " + OUTPUT_DOC
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def compact_names(model: onnx.ModelProto) -> None:
+    """Short tensor names and no node names, graph inputs and outputs kept.
+
+    The TorchScript exporter names every tensor after its module path
+    (``/net/backbone/features/features.12/.../QuantizeLinear_output_0``): about 100 kB of a
+    0.5 MB int8 TinyTracker, more than all its biases and scales together.
+    """
+    graph = model.graph
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return names.setdefault(name, f"t{len(names)}")
+
+    for init in graph.initializer:
+        init.name = short(init.name)
+    for node in graph.node:
+        node.name = ""
+        node.doc_string = ""
+        node.input[:] = [short(n) for n in node.input]
+        node.output[:] = [short(n) for n in node.output]
+    for info in graph.value_info:
+        info.name = short(info.name)
+
+
+def ort_session(path: str | Path, optimization: str = "all"):
+    """An ONNX Runtime CPU session; ``optimization``: "all" (ONNX Runtime's default: fused
+    integer kernels), "basic" (the QDQ graph as written, float kernels) or "none"."""
+    import onnxruntime as ort
+
+    levels = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }
+    if optimization not in levels:
+        raise ValueError(f"optimization must be one of {ORT_OPTIMIZATION}, got {optimization!r}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = levels[optimization]
+    options.log_severity_level = 3  # errors only
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@torch.no_grad()
+def predict_both(net: nn.Module, session, batches: Iterable[Mapping[str, torch.Tensor]]
+                 ) -> dict[str, np.ndarray]:
+    """PyTorch and ONNX Runtime predictions (and targets) on the same batches, in order."""
+    keys = tuple(net.input_keys)
+    net.eval()
+    out: dict[str, list[np.ndarray]] = {"torch": [], "onnx": [], "target": []}
+    for batch in batches:
+        inputs = [batch[k].float() for k in keys]
+        out["torch"].append(net(*inputs).numpy())
+        feed = {k: x.numpy() for k, x in zip(keys, inputs, strict=True)}
+        out["onnx"].append(session.run([OUTPUT_NAME], feed)[0])
+        out["target"].append(batch["gaze_cm"].float().numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}

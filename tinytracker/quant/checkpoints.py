@@ -1,0 +1,62 @@
+"""Which kind of checkpoint is this, and does it fit the config? Checked before any work.
+
+Importing this module does not import Brevitas, so float entry points can use it cheaply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tinytracker.models.checkpoint import CheckpointError
+
+# ``_target_`` of the quantized wrapper (tinytracker.quant.brevitas.BrevitasNet); a test keeps
+# the two in step.
+QUANTIZED_TARGET = "tinytracker.quant.brevitas.BrevitasNet"
+
+
+class CheckpointKindError(CheckpointError):
+    """A float checkpoint where a quantized one is needed, a quantized one where a float one
+    is needed, or a checkpoint of another model config."""
+
+
+def is_quantized(ckpt: Mapping[str, Any]) -> bool:
+    """Whether a loaded tinytracker checkpoint holds a Brevitas-quantized net."""
+    net = (ckpt.get("hyper_parameters") or {}).get("net") or {}
+    return net.get("_target_") == QUANTIZED_TARGET
+
+
+def describe(ckpt: Mapping[str, Any]) -> str:
+    net = (ckpt.get("hyper_parameters") or {}).get("net") or {}
+    if is_quantized(ckpt):
+        inner = (net.get("float_net") or {}).get("_target_", "?")
+        return f"a quantized checkpoint (BrevitasNet around {inner})"
+    return f"a float checkpoint ({net.get('_target_', '?')})"
+
+
+def require_kind(ckpt: Mapping[str, Any], path: Any, key: str, quantized: bool,
+                 hint: str) -> None:
+    """Fail unless ``ckpt`` (given as ``key=path``) is quantized (or float, as asked)."""
+    if is_quantized(ckpt) == quantized:
+        return
+    wanted = "a quantized (QAT/PTQ) checkpoint" if quantized else "a float checkpoint"
+    raise CheckpointKindError(f"{key}={path} is {describe(ckpt)}, but {wanted} is needed "
+                              f"here. {hint}")
+
+
+def config_differences(expected: Any, found: Any, prefix: str) -> list[str]:
+    """``key: expected X, checkpoint has Y`` for every leaf where two plain configs differ."""
+    if isinstance(expected, Mapping) and isinstance(found, Mapping):
+        out: list[str] = []
+        for k in sorted(set(expected) | set(found), key=str):
+            sub = f"{prefix}.{k}" if prefix else str(k)
+            if k not in found:
+                out.append(f"{sub}: config has {expected[k]!r}, checkpoint has no such key")
+            elif k not in expected:
+                out.append(f"{sub}: checkpoint has {found[k]!r}, config has no such key")
+            else:
+                out.extend(config_differences(expected[k], found[k], sub))
+        return out
+    if expected != found:
+        return [f"{prefix}: config has {expected!r}, checkpoint has {found!r}"]
+    return []
