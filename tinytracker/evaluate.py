@@ -112,15 +112,21 @@ def apply_input_spec(data_cfg: DictConfig, spec: dict[str, Any] | None) -> None:
         data_cfg.augment.enabled = False
 
 
-def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    module = module_from_checkpoint(cfg.ckpt_path)
-    apply_input_spec(cfg.data, module.hparams.get("input_spec"))
-    datamodule = instantiate(cfg.data, _convert_="all")
+def checkpoint_data(data_cfg: DictConfig, module: GazeModule, split: str):
+    """DataModule (set up) and loader of ``split`` giving the inputs ``module`` was trained on."""
+    apply_input_spec(data_cfg, module.hparams.get("input_spec"))
+    datamodule = instantiate(data_cfg, _convert_="all")
     datamodule.set_inputs(module.input_keys)
     datamodule.prepare_data()
     datamodule.setup("test")
     loader = {"test": datamodule.test_dataloader, "val": datamodule.val_dataloader,
-              "train": datamodule.train_dataloader}[cfg.split]()
+              "train": datamodule.train_dataloader}[split]()
+    return datamodule, loader
+
+
+def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    module = module_from_checkpoint(cfg.ckpt_path)
+    datamodule, loader = checkpoint_data(cfg.data, module, cfg.split)
     pred = predict_split(module, loader)
     metrics: dict[str, Any] = error_breakdown(pred, datamodule.index.devices_by_rec(),
                                               cfg.split)

@@ -16,12 +16,17 @@ from typing import Any
 
 import hydra
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from tinytracker.config import register_resolvers
-from tinytracker.evaluate import apply_input_spec
-from tinytracker.export.onnx import ORT_OPTIMIZATION
+from tinytracker.evaluate import checkpoint_data
+from tinytracker.export.onnx import (
+    ORT_OPTIMIZATION,
+    OUTPUT_NAME,
+    export_onnx,
+    ort_session,
+    predict_both,
+)
 from tinytracker.models.checkpoint import CheckpointError, load_checkpoint, module_from_checkpoint
 from tinytracker.models.module import GazeModule
 from tinytracker.quant.checkpoints import is_quantized, require_kind
@@ -71,8 +76,6 @@ def export(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
 
 def export_onnx_format(cfg: DictConfig, module: GazeModule, out_dir: Path) -> dict[str, Any]:
-    from tinytracker.export.onnx import OUTPUT_NAME, export_onnx
-
     spec = dict(module.hparams.get("input_spec") or {})
     path = export_onnx(module.net, out_dir / "model.onnx", spec, opset=cfg.opset)
     result: dict[str, Any] = {
@@ -94,15 +97,7 @@ FORMATS: dict[str, Callable[[DictConfig, GazeModule, Path], dict[str, Any]]] = {
 
 def evaluate_onnx(cfg: DictConfig, module: GazeModule, path: Path) -> dict[str, Any]:
     """Error of the ONNX file (ONNX Runtime) and of the PyTorch model on ``cfg.split``."""
-    from tinytracker.export.onnx import ort_session, predict_both
-
-    apply_input_spec(cfg.data, module.hparams.get("input_spec"))
-    datamodule = instantiate(cfg.data, _convert_="all")
-    datamodule.set_inputs(module.input_keys)
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    loader = {"test": datamodule.test_dataloader, "val": datamodule.val_dataloader,
-              "train": datamodule.train_dataloader}[cfg.split]()
+    _, loader = checkpoint_data(cfg.data, module, cfg.split)
     pred = predict_both(module.net, ort_session(path, cfg.ort_optimization), loader)
     split = cfg.split
     result = _compare(pred, split, getattr(module.net, "output_step", None))
