@@ -11,11 +11,10 @@ import onnxruntime as ort
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from onnx import numpy_helper
 
 from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
-from tinytracker.evaluate import apply_input_spec
+from tinytracker.evaluate import checkpoint_data
 from tinytracker.export.__main__ import ExportError, export
 from tinytracker.models.checkpoint import CheckpointError, module_from_checkpoint
 from tinytracker.quant.checkpoints import CheckpointKindError
@@ -50,16 +49,11 @@ def _export_cli(ckpt: str, out: Path, *args: str, check: bool = True):
 
 def _test_batch(ckpt: str) -> dict[str, torch.Tensor]:
     """The first test batch, built as the export built it (data config + input_spec)."""
-    module = module_from_checkpoint(ckpt)
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("export", overrides=[f"ckpt_path={ckpt}", *EVAL_DATA,
                                            f"paths.root_dir={REPO}"])
-    apply_input_spec(cfg.data, module.hparams["input_spec"])
-    dm = instantiate(cfg.data, _convert_="all")
-    dm.set_inputs(module.input_keys)
-    dm.prepare_data()
-    dm.setup("test")
-    return next(iter(dm.test_dataloader()))
+    _, loader = checkpoint_data(cfg.data, module_from_checkpoint(ckpt), "test")
+    return next(iter(loader))
 
 
 @pytest.mark.slow
