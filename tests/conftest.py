@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 ANCHORS = REPO.parent / "shared" / "anchors"
@@ -28,6 +29,15 @@ def cache_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tinytracker-cache")
     os.environ["TINYTRACKER_CACHE_DIR"] = str(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's in-process work on one torch thread, restoring the count after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def run_module(module: str, *args: str, cwd: Path | None = None, env: dict | None = None,

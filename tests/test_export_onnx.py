@@ -19,17 +19,12 @@ from tinytracker.export.__main__ import ExportError, export
 from tinytracker.models.checkpoint import CheckpointError, module_from_checkpoint
 from tinytracker.quant.checkpoints import CheckpointKindError
 
+# In-process training here: one torch thread, so a second job on 2 cores does not thrash.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # see tests/test_quant.py
 MAX_INT8_ONNX_BYTES = 608_000
 EVAL_DATA = [a for a in SMALL_DATA if not a.startswith("data.batch_size")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,9 @@ from tinytracker.quant.brevitas import BrevitasNet, calibrate, fold_batchnorm
 from tinytracker.quant.checkpoints import CheckpointKindError
 from tinytracker.quant.training import validate_quant_config
 
+# In-process training here: one torch thread, so a second job on 2 cores does not thrash.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # One thread per run: on a small shared machine, two runs with two OpenMP threads each thrash.
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 FLOAT_KEYS = {
@@ -219,12 +222,6 @@ def test_qat_experiment_composes_the_default_scheme():
 
 
 # ----------------------------------------------------------------------------- entry point
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _train_in_process(out: Path, *overrides: str, experiment: str | None = "qat") -> dict:
