@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from tinytracker.report.references import IMX500_MODEL_BYTES, KB, Reference  # noqa: E402
 from tinytracker.report.runs import RunResult  # noqa: E402
@@ -40,6 +41,8 @@ def plot_front(runs: Sequence[RunResult], front: Sequence[int], references: Sequ
         ax.scatter([ref.size_bytes / KB], [ref.error_cm], marker=marker, s=90, color="black",
                    zorder=4, label=f"{ref.label}: {ref.error_cm:.2f} cm, "
                                    f"{ref.size_bytes / KB:.0f} KB")
+        ax.annotate(ref.label.split(" (")[0], (ref.size_bytes / KB, ref.error_cm),
+                    textcoords="offset points", xytext=(0, 8), ha="center", fontsize=7)
 
     sizes = [r.size_bytes for r in runs] + [ref.size_bytes for ref in references]
     if max(sizes) >= _NEAR_LIMIT * IMX500_MODEL_BYTES:
@@ -47,6 +50,7 @@ def plot_front(runs: Sequence[RunResult], front: Sequence[int], references: Sequ
                    label="IMX500 model memory (8 MB)")
     if max(sizes) / max(min(sizes), 1) > 10:
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())  # 100, 1000, not 10^2, 10^3
     ax.set_xlabel("INT8 size (KB, 1 KB = 1024 bytes)")
     ax.set_ylabel("test error (cm)")
     ax.set_title(title, fontsize=10)
