@@ -66,6 +66,7 @@ def test_short_training_writes_checkpoints_and_metrics(tmp_path, cache_dir):
         ("data.face_size=8", "data.face_size"),
         ("model.net._target_=tinytracker.models.NoSuchModel", "model.net"),
         ("model.optimizer.lr=0", "model.optimizer.lr"),
+        ("optimized_metric=[test/error_cm,1]", "optimized_metric"),
     ],
 )
 def test_invalid_config_fails_naming_the_key(tmp_path, cache_dir, override, key):
@@ -80,3 +81,13 @@ def test_unknown_model_group_fails_naming_it(tmp_path):
     proc = run_module("tinytracker.train", "model=resnet", f"out_dir={tmp_path}", check=False)
     assert proc.returncode != 0
     assert "model/resnet" in proc.stderr or "'model'" in proc.stderr
+
+
+def test_optimized_metric_list_returns_one_value_per_key():
+    from tinytracker.train import optimized_value
+
+    metrics = {"test/error_cm": 1.5, "model/size_int8_bytes": 1000}
+    assert optimized_value(metrics, "test/error_cm") == 1.5
+    assert optimized_value(metrics, ["test/error_cm", "model/size_int8_bytes"]) == (1.5, 1000.0)
+    assert optimized_value(metrics, ["test/error_cm", "val/error_cm"]) is None  # not measured
+    assert optimized_value(metrics, None) is None

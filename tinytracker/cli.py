@@ -45,3 +45,15 @@ def parse_args(schema: type[T], argv: Sequence[str] | None = None, prog: str = "
 def _fail(message: str, prog: str) -> None:
     print(f"{prog}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def experiment_alias(argv: Sequence[str]) -> list[str]:
+    """``experiment=<name>`` as a synonym of Hydra's ``+experiment=<name>``.
+
+    Experiments are appended to the defaults list (``+experiment=``), but W&B sweep parameter
+    names must match ``[A-Za-z_][A-Za-z0-9_.-]*``, so a sweep over experiments can only pass
+    ``experiment=<name>``, which Hydra refuses for a group absent from the defaults list. (An
+    ``experiment: null`` defaults entry would accept ``experiment=`` but refuse the documented
+    ``+experiment=``.)
+    """
+    return [f"+{a}" if a.startswith("experiment=") else a for a in argv]

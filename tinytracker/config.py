@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -19,10 +20,18 @@ def _channels(grey: Any) -> int:
     return 1 if bool(grey) else 3
 
 
+def _wandb_default_mode() -> str:
+    # A W&B sweep agent starts its runs with WANDB_SWEEP_ID set; their results must reach the
+    # sweep, so they log online. Any other run stays offline unless WANDB_MODE says otherwise.
+    return "online" if os.environ.get("WANDB_SWEEP_ID") else "offline"
+
+
 def register_resolvers() -> None:
     """Resolvers used in ``conf/`` (idempotent)."""
     if not OmegaConf.has_resolver("channels"):
         OmegaConf.register_new_resolver("channels", _channels)
+    if not OmegaConf.has_resolver("wandb_default_mode"):
+        OmegaConf.register_new_resolver("wandb_default_mode", _wandb_default_mode)
 
 
 register_resolvers()
@@ -56,9 +65,20 @@ def validate_train_config(cfg: DictConfig) -> None:
         _positive_int(cfg, key)
     if int(_get(cfg, "data.num_workers") or 0) < 0:
         raise ConfigError(f"data.num_workers must be >= 0, got {cfg.data.num_workers}")
+    _metric_names(cfg)
     lr = _get(cfg, "model.optimizer.lr")
     if lr is not None and not float(lr) > 0:
         raise ConfigError(f"model.optimizer.lr must be > 0, got {lr!r}")
+
+
+def _metric_names(cfg: DictConfig) -> None:
+    names = _get(cfg, "optimized_metric")
+    if names is None or isinstance(names, str):
+        return
+    if (not OmegaConf.is_list(names) or len(names) == 0
+            or not all(isinstance(n, str) and n for n in names)):
+        raise ConfigError("optimized_metric must be a metrics.json key (e.g. test/error_cm) or a "
+                          f"list of keys for a multi-objective search, got {names!r}")
 
 
 def build_net(net_cfg: DictConfig | dict) -> torch.nn.Module:

@@ -8,6 +8,7 @@ metric (for Hydra sweepers).
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from tinytracker.cli import experiment_alias
 from tinytracker.config import (
     ConfigError,
     build_net,
@@ -175,7 +177,7 @@ def _finish_wandb(loggers: list) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
     try:
         metrics = train(cfg)
     except ConfigError as err:
@@ -184,9 +186,25 @@ def main(cfg: DictConfig) -> float | None:
     except CheckpointError as err:
         log.error("unusable checkpoint: %s", err)
         raise SystemExit(f"unusable checkpoint: {err}") from err
-    value = metrics.get(cfg.get("optimized_metric"))
-    return float(value) if value is not None else None
+    return optimized_value(metrics, cfg.get("optimized_metric"))
+
+
+def optimized_value(metrics: dict[str, Any],
+                    names: str | list[str] | None) -> float | tuple[float, ...] | None:
+    """What a Hydra sweeper minimises: one metric, or a tuple for a multi-objective search
+    (``optimized_metric: [test/error_cm, model/size_int8_bytes]``); ``None`` if not measured."""
+    if not names:
+        return None
+    keys = [names] if isinstance(names, str) else list(names)
+    missing = [k for k in keys if metrics.get(k) is None]
+    if missing:
+        log.warning("optimized_metric %s was not measured in this run (test=false?); "
+                    "metrics.json has %s", missing, sorted(metrics))
+        return None
+    values = tuple(float(metrics[k]) for k in keys)
+    return values[0] if isinstance(names, str) else values
 
 
 if __name__ == "__main__":
+    sys.argv = experiment_alias(sys.argv)
     main()
