@@ -26,7 +26,12 @@ from tqdm import tqdm
 
 from tinytracker.evaluate import checkpoint_data
 from tinytracker.export.errors import ExportError
-from tinytracker.export.imxconv import ConversionReport, find_converter, run_converter
+from tinytracker.export.imxconv import (
+    ConversionReport,
+    find_converter,
+    run_converter,
+    too_big_message,
+)
 from tinytracker.models.module import GazeModule
 
 log = logging.getLogger(__name__)
@@ -145,12 +150,6 @@ def check_fit(result: dict[str, Any]) -> None:
     """Fail an export whose network does not fit the IMX500's memory (report kept)."""
     if result.get("imx500/fit_in_chip", True):
         return
-    mib = 1024 * 1024
-    raise ExportError(
-        "the network does not fit in the IMX500's memory: the converter's memory report says "
-        f"{result['imx500/memory_usage_bytes'] / mib:.2f} MB in use "
-        f"(model {result['imx500/model_memory_bytes'] / mib:.2f} MB, runtime "
-        f"{result['imx500/runtime_memory_bytes'] / mib:.2f} MB) of "
-        f"{result['imx500/chip_memory_bytes'] / mib:.0f} MB. Report kept at "
-        f"{result['imx500/memory_report']}; make the model smaller (model.net.width_mult, "
-        "data.face_size)")
+    memory = {k: result[f"imx500/{k}"] for k in ("memory_usage_bytes", "model_memory_bytes",
+                                                 "runtime_memory_bytes", "chip_memory_bytes")}
+    raise ExportError(too_big_message(memory, Path(result["imx500/memory_report"])))

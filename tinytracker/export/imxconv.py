@@ -93,11 +93,13 @@ def run_converter(converter: Path, onnx_path: Path, out_dir: Path,
     returncode, output = _run_streaming(cmd, timeout_s)
     seconds = time.perf_counter() - t0
     (out_dir / "converter.log").write_text(output)
+    report_path = out_dir / f"{onnx_path.stem}_MemoryReport.json"
     if returncode != 0:
+        # A network too big for the chip fails conversion but leaves its memory report.
+        if report_path.is_file() and not parse_memory_report(report_path)["fit_in_chip"]:
+            raise ExportError(too_big_message(parse_memory_report(report_path), report_path))
         raise ExportError(rejection_message(output, onnx_path, returncode)
                           + f" (full log: {out_dir / 'converter.log'})")
-    stem = onnx_path.stem
-    report_path = out_dir / f"{stem}_MemoryReport.json"
     paths = {"packerOut.zip": out_dir / "packerOut.zip", "memory report": report_path,
              "dnnParams.xml": out_dir / "dnnParams.xml"}
     missing = [f"{name} ({p})" for name, p in paths.items() if not p.is_file()]
@@ -154,6 +156,18 @@ def parse_memory_report(path: Path) -> dict:
         raise ExportError(f"{path} is not a memory report this code can read "
                           f"(expected 'Memory Report' with 'Fit In Chip', 'Memory Usage', ...): "
                           f"{err!r}") from err
+
+
+def too_big_message(memory: dict, report_path: Path) -> str:
+    """The memory report's figures, for a network that does not fit the chip."""
+    mib = 1024 * 1024
+    return (
+        "the network does not fit in the IMX500's memory: the converter's memory report says "
+        f"{memory['memory_usage_bytes'] / mib:.2f} MB needed (model "
+        f"{memory['model_memory_bytes'] / mib:.2f} MB, runtime "
+        f"{memory['runtime_memory_bytes'] / mib:.2f} MB) of "
+        f"{memory['chip_memory_bytes'] / mib:.2f} MB on the chip. Report kept at {report_path}; "
+        "make the model smaller (model.net.width_mult, data.face_size)")
 
 
 def size_bytes(text: str | int) -> int:
