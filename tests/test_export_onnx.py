@@ -135,9 +135,10 @@ def test_quantized_checkpoint_where_float_is_required_is_refused(tmp_path, qat_s
         _export_in_process(tmp_path, f"ckpt_path={qat_short['checkpoint']}", "quantized=false")
 
 
-def test_imx500_format_says_not_implemented(tmp_path, qat_short):
-    with pytest.raises(ExportError, match="format=imx500 is not implemented yet"):
-        _export_in_process(tmp_path, f"ckpt_path={qat_short['checkpoint']}", "format=imx500")
+def test_unknown_format_is_refused(tmp_path, qat_short):
+    with pytest.raises(ExportError, match=r"format must be one of \('onnx', 'imx500'\)"):
+        _export_in_process(tmp_path, f"ckpt_path={qat_short['checkpoint']}", "format=tflite")
+    assert not (tmp_path / "export.json").exists()
 
 
 def test_checkpoint_not_matching_its_config_names_the_keys(tmp_path, qat_short):

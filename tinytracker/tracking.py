@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,72 @@ def log_checkpoint_artifact(loggers: list, ckpt_path: str | None, name: str) -> 
         art = wandb.Artifact(f"model-{run.id}", type="model", metadata={"model": name})
         art.add_file(str(ckpt_path), name=Path(ckpt_path).name)
         run.log_artifact(art, aliases=["best"])
+
+
+@dataclass(frozen=True)
+class WandbRunRef:
+    """Where a finished W&B run lives: enough to add to it later (export numbers, files)."""
+
+    run_id: str
+    project: str
+    entity: str | None = None
+
+
+def checkpoint_wandb_run(ckpt_path: str | os.PathLike) -> WandbRunRef | None:
+    """The W&B run of the training run that wrote ``<run>/checkpoints/<file>.ckpt``.
+
+    Found from the run directory's ``wandb/{offline-run,run}-<date>_<time>-<id>/`` and its
+    ``.hydra/config.yaml`` (project, entity); ``None`` when the run logged no W&B run.
+    """
+    run_dir = Path(ckpt_path).resolve().parent.parent
+    runs = sorted(p for p in (run_dir / "wandb").glob("*run-*-*") if p.is_dir()
+                  and p.name.startswith(("offline-run-", "run-")))
+    if not runs:
+        return None
+    project, entity = "tinytracker", None
+    config = run_dir / ".hydra" / "config.yaml"
+    if config.is_file():
+        from omegaconf import OmegaConf
+
+        wandb_cfg = OmegaConf.select(OmegaConf.load(config), "logger.wandb") or {}
+        project = str(wandb_cfg.get("project") or project)
+        entity = wandb_cfg.get("entity") or None
+    return WandbRunRef(runs[-1].name.rsplit("-", 1)[-1], project, entity)
+
+
+def log_to_wandb_run(ref: WandbRunRef, save_dir: str | os.PathLike, mode: str,
+                     summary: dict[str, Any], files: list[Path], artifact_name: str,
+                     artifact_type: str = "model", job_type: str = "export") -> Path:
+    """Add ``summary`` and an artifact of ``files`` to the existing run ``ref``.
+
+    The run is resumed by id (``resume="allow"``); its files go under ``save_dir``, so the
+    training run's directory is never written to. An offline resume is merged into the same
+    run when synced (``wandb sync <save_dir>/wandb/offline-run-*``). Online without network or
+    credentials falls back to offline, as training does. Returns the local run directory.
+    """
+    import wandb
+
+    kwargs: dict[str, Any] = dict(id=ref.run_id, project=ref.project, entity=ref.entity,
+                                  dir=str(save_dir), resume="allow", job_type=job_type,
+                                  reinit="finish_previous")
+    try:
+        run = wandb.init(mode=mode, settings=wandb.Settings(init_timeout=30), **kwargs)
+    except Exception as err:  # wandb raises many types (auth, network, timeout)
+        if mode == "offline":
+            raise
+        log.warning("W&B online mode failed (%s); logging offline instead", err)
+        run = wandb.init(mode="offline", **kwargs)
+    try:
+        for key, value in summary.items():
+            run.summary[key] = _jsonable(value)
+        art = wandb.Artifact(artifact_name, type=artifact_type,
+                             metadata={k: _jsonable(v) for k, v in summary.items()})
+        for path in files:
+            art.add_file(str(path), name=Path(path).name)
+        run.log_artifact(art)
+        return Path(run.dir).parent
+    finally:
+        run.finish()
 
 
 # W&B offline runs keep everything in the binary ``run-<id>.wandb`` log (no

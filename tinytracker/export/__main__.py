@@ -1,9 +1,14 @@
 """Export a checkpoint: ``python -m tinytracker.export ckpt_path=... format=onnx out_dir=...``.
 
-Writes into ``out_dir`` the exported model (``model.onnx``) and ``export.json``: its size, and
-the error of the exported file run by ONNX Runtime on ``split`` next to the PyTorch model's,
-with their element-wise agreement (``parity/...``). The data is built from the data config
-(``data=...``) with the checkpoint's input preprocessing, as ``tinytracker.evaluate`` does.
+``format=onnx`` writes into ``out_dir`` the exported model (``model.onnx``) and
+``export.json``: its size, and the error of the exported file run by ONNX Runtime on ``split``
+next to the PyTorch model's, with their element-wise agreement (``parity/...``).
+``format=imx500`` quantizes with Sony's MCT and converts with ``imxconv-pt``
+(:mod:`tinytracker.export.imx500`): ``imx500/packerOut.zip``, the memory report, and in
+``export.json`` the chip memory figures and the test error of the IMX500-bound model.
+The data is built from the data config (``data=...``) with the checkpoint's input
+preprocessing, as ``tinytracker.evaluate`` does. When the checkpoint's W&B run is known, the
+numbers and the exported file are added to it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from omegaconf import DictConfig
 
 from tinytracker.config import register_resolvers
 from tinytracker.evaluate import checkpoint_data
+from tinytracker.export.errors import ExportError
+from tinytracker.export.imx500 import check_fit, export_imx500
 from tinytracker.export.onnx import (
     ORT_OPTIMIZATION,
     OUTPUT_NAME,
@@ -30,16 +37,10 @@ from tinytracker.export.onnx import (
 from tinytracker.models.checkpoint import CheckpointError, load_checkpoint, module_from_checkpoint
 from tinytracker.models.module import GazeModule
 from tinytracker.quant.checkpoints import is_quantized, require_kind
+from tinytracker.tracking import WandbRunRef, checkpoint_wandb_run, log_to_wandb_run
 
 log = logging.getLogger(__name__)
 register_resolvers()
-
-PLANNED_FORMATS = ("imx500",)
-
-
-class ExportError(RuntimeError):
-    """An export that cannot be done as asked, or whose result does not match PyTorch."""
-
 
 def export(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Export as configured; returns what is written to ``export.json``."""
@@ -49,11 +50,7 @@ def export(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         raise ExportError(f"ort_optimization must be one of {ORT_OPTIMIZATION}, "
                           f"got {cfg.ort_optimization!r}")
     if cfg.format not in FORMATS:
-        if cfg.format in PLANNED_FORMATS:
-            raise ExportError(f"format={cfg.format} is not implemented yet; available: "
-                              f"{', '.join(FORMATS)}")
-        raise ExportError(f"format must be one of {(*FORMATS, *PLANNED_FORMATS)}, "
-                          f"got {cfg.format!r}")
+        raise ExportError(f"format must be one of {tuple(FORMATS)}, got {cfg.format!r}")
     ckpt = load_checkpoint(cfg.ckpt_path)
     if cfg.get("quantized") is not None:
         require_kind(ckpt, cfg.ckpt_path, "ckpt_path", quantized=bool(cfg.quantized),
@@ -71,7 +68,9 @@ def export(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     log.info("export written to %s", path)
     for key in sorted(result):
         log.info("%s: %s", key, result[key])
+    check_fit(result)
     _check_parity(cfg, result)
+    log_to_checkpoint_run(cfg, result, out_dir)
     return result
 
 
@@ -92,7 +91,31 @@ def export_onnx_format(cfg: DictConfig, module: GazeModule, out_dir: Path) -> di
 
 FORMATS: dict[str, Callable[[DictConfig, GazeModule, Path], dict[str, Any]]] = {
     "onnx": export_onnx_format,
+    "imx500": export_imx500,
 }
+
+
+def wandb_run(cfg: DictConfig) -> WandbRunRef | None:
+    """The W&B run to add the export to: ``wandb.run_id`` (``auto``: the checkpoint's run)."""
+    run_id = cfg.wandb.get("run_id")
+    if not run_id:
+        return None
+    if run_id == "auto":
+        return checkpoint_wandb_run(cfg.ckpt_path)
+    return WandbRunRef(str(run_id), str(cfg.wandb.project), cfg.wandb.get("entity"))
+
+
+def log_to_checkpoint_run(cfg: DictConfig, result: dict[str, Any], out_dir: Path) -> None:
+    """Numbers of ``export.json`` into the run's summary (prefixed ``export/<format>/``), the
+    exported file (``packerOut.zip``, ``model.onnx``) as an artifact of that run."""
+    ref = wandb_run(cfg)
+    if ref is None:
+        return
+    summary = {f"export/{cfg.format}/{k}": v for k, v in result.items()
+               if isinstance(v, (int, float, bool)) and v is not None}
+    run_dir = log_to_wandb_run(ref, out_dir, str(cfg.wandb.mode), summary,
+                               [Path(result["path"])], f"{cfg.format}-{ref.run_id}")
+    log.info("export logged to W&B run %s (%s)", ref.run_id, run_dir)
 
 
 def evaluate_onnx(cfg: DictConfig, module: GazeModule, path: Path) -> dict[str, Any]:

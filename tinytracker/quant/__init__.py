@@ -6,6 +6,10 @@
   module start of a QAT / PTQ run (``python -m tinytracker.train +experiment=qat``).
 * :mod:`tinytracker.quant.checkpoints`: float vs quantized checkpoint checks (no Brevitas
   import).
+* :mod:`tinytracker.quant.mct`: Sony MCT post-training quantization for the IMX500, around
+  an fx-traceable wrapper of the float TinyTracker / TinyTrackerS (``format=imx500``).
+* :mod:`tinytracker.quant.float_weights`: the float net of any checkpoint (a QAT
+  checkpoint's float weights), where another quantizer starts.
 
 This package imports ``tinytracker.models``; nothing in ``models`` imports it.
 """

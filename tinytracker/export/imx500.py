@@ -1,0 +1,155 @@
+"""``format=imx500``: MCT quantization for the IMX500, Sony's converter, and the numbers.
+
+1. the float net of the checkpoint (a QAT checkpoint's float weights, which QAT made robust
+   to 8-bit rounding) is wrapped for MCT (:mod:`tinytracker.quant.mct`);
+2. MCT quantizes it for the IMX500 target, calibrated on ``imx500.calibration_images``
+   training images from the run's own DataModule (no augmentation);
+3. MCT's ONNX goes through ``imxconv-pt`` (:mod:`tinytracker.export.imxconv`), which writes
+   ``packerOut.zip`` (for ``imx500-package`` on the Raspberry Pi), the memory report and
+   ``dnnParams.xml``;
+4. the MCT-quantized model (what the camera computes, up to the converter's integer
+   arithmetic) and the checkpoint are evaluated on ``split``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from tqdm import tqdm
+
+from tinytracker.evaluate import checkpoint_data
+from tinytracker.export.errors import ExportError
+from tinytracker.export.imxconv import (
+    ConversionReport,
+    find_converter,
+    run_converter,
+    too_big_message,
+)
+from tinytracker.models.module import GazeModule
+
+log = logging.getLogger(__name__)
+
+ONNX_NAME = "model_imx500.onnx"
+CONVERTER_DIR = "imx500"
+
+
+def export_imx500(cfg: DictConfig, module: GazeModule, out_dir: Path) -> dict[str, Any]:
+    """Quantize, convert and evaluate; returns the ``export.json`` entries."""
+    from tinytracker.quant.float_weights import float_net_of
+    from tinytracker.quant.mct import export_mct_onnx, quantize_for_imx500, traceable
+
+    settings = cfg.imx500
+    if int(settings.calibration_images) < 1:
+        raise ExportError(f"imx500.calibration_images must be >= 1, "
+                          f"got {settings.calibration_images}")
+    converter = find_converter(settings.converter)  # before any work: a missing env says how
+    try:
+        net = traceable(float_net_of(module.net, module.hparams["net"]))
+    except ValueError as err:
+        raise ExportError(str(err)) from err
+    calibration = calibration_batches(cfg, module, int(settings.calibration_images))
+
+    t0 = time.perf_counter()
+    quantized = quantize_for_imx500(net, calibration, str(settings.tpc_version))
+    mct_s = time.perf_counter() - t0
+    onnx_path = export_mct_onnx(quantized, out_dir / ONNX_NAME, calibration[0])
+    report = run_converter(converter, onnx_path, out_dir / CONVERTER_DIR,
+                           timeout_s=float(settings.timeout_s))
+    result: dict[str, Any] = {
+        "path": str(report.packer_zip),
+        "onnx_path": str(onnx_path),
+        "inputs": list(net.input_keys),
+        "outputs": ["gaze_cm"],
+        "imx500/tpc_version": str(settings.tpc_version),
+        "imx500/calibration_images": sum(len(b[0]) for b in calibration),
+        "imx500/mct_s": mct_s,
+        **report_entries(report),
+    }
+    if cfg.evaluate and report.fit_in_chip:
+        result.update(evaluate_imx500(cfg, module, quantized, net))
+    return result
+
+
+def report_entries(report: ConversionReport) -> dict[str, Any]:
+    return {
+        "imx500/fit_in_chip": report.fit_in_chip,
+        "imx500/memory_usage_bytes": report.memory_usage_bytes,
+        "imx500/model_memory_bytes": report.model_memory_bytes,
+        "imx500/runtime_memory_bytes": report.runtime_memory_bytes,
+        "imx500/chip_memory_bytes": report.chip_memory_bytes,
+        "imx500/converter_version": report.converter_version,
+        "imx500/conversion_s": report.conversion_s,
+        "imx500/packer_zip": str(report.packer_zip),
+        "imx500/packer_zip_size_bytes": report.packer_zip.stat().st_size,
+        "imx500/memory_report": str(report.memory_report),
+        "imx500/dnn_params": str(report.dnn_params),
+    }
+
+
+def calibration_batches(cfg: DictConfig, module: GazeModule, images: int
+                        ) -> list[tuple[torch.Tensor, ...]]:
+    """The first ``images`` training images (inputs only), as the checkpoint was fed."""
+    _, loader = checkpoint_data(cfg.data, module, "train")
+    batches: list[tuple[torch.Tensor, ...]] = []
+    taken = 0
+    for batch in loader:
+        take = min(images - taken, len(batch["gaze_cm"]))
+        batches.append(tuple(batch[k][:take].float() for k in module.input_keys))
+        taken += take
+        if taken >= images:
+            break
+    if taken < images:
+        log.warning("imx500.calibration_images=%d but the training split has %d frames; "
+                    "calibrating on all of them", images, taken)
+    return batches
+
+
+@torch.no_grad()
+def evaluate_imx500(cfg: DictConfig, module: GazeModule, quantized: nn.Module,
+                    float_net: nn.Module) -> dict[str, Any]:
+    """Errors on ``split`` of the IMX500-bound (MCT) model, of the checkpoint, and of the
+    float weights MCT started from (the checkpoint itself unless it is a QAT checkpoint)."""
+    _, loader = checkpoint_data(cfg.data, module, cfg.split)
+    keys = tuple(module.input_keys)
+    preds: dict[str, list[np.ndarray]] = {"imx500": [], "checkpoint": [], "float": [],
+                                          "target": []}
+    module.eval()
+    float_net.eval()
+    for batch in tqdm(loader, desc="evaluating IMX500 model", unit="batch"):
+        inputs = [batch[k].float() for k in keys]
+        preds["imx500"].append(quantized(*inputs).float().numpy())
+        preds["checkpoint"].append(module.net(*inputs).float().numpy())
+        preds["float"].append(float_net(*inputs).float().numpy())
+        preds["target"].append(batch["gaze_cm"].float().numpy())
+    out = {k: np.concatenate(v) for k, v in preds.items()}
+    split = cfg.split
+
+    def error(key: str) -> float:
+        return float(np.linalg.norm(out[key] - out["target"], axis=1).mean())
+
+    err_imx, err_ckpt = error("imx500"), error("checkpoint")
+    return {
+        f"{split}/error_cm": err_imx,
+        f"{split}/error_cm_checkpoint": err_ckpt,
+        f"{split}/error_cm_float_weights": error("float"),
+        f"{split}/error_cm_increase": err_imx - err_ckpt,
+        f"{split}/frames": int(len(out["target"])),
+        "imx500/max_abs_diff_to_checkpoint_cm": float(np.abs(out["imx500"]
+                                                             - out["checkpoint"]).max()),
+    }
+
+
+def check_fit(result: dict[str, Any]) -> None:
+    """Fail an export whose network does not fit the IMX500's memory (report kept)."""
+    if result.get("imx500/fit_in_chip", True):
+        return
+    memory = {k: result[f"imx500/{k}"] for k in ("memory_usage_bytes", "model_memory_bytes",
+                                                 "runtime_memory_bytes", "chip_memory_bytes")}
+    raise ExportError(too_big_message(memory, Path(result["imx500/memory_report"])))
