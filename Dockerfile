@@ -12,7 +12,7 @@ COPY conf ./conf
 COPY sweeps ./sweeps
 
 # The README's install command.
-RUN python3.11 -m venv .venv && .venv/bin/pip install -e '.[test]'
+RUN python3.11 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pip install --no-deps sweeps==0.3.0 && python3.11 -m venv .venv-imx500 && .venv-imx500/bin/pip install 'imx500-converter[pt]==3.19.2'
 
 ENV PATH=/opt/tinytracker/.venv/bin:$PATH \
     TINYTRACKER_CACHE_DIR=/cache \
