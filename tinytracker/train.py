@@ -129,7 +129,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.get("test"):
         ckpt = best if best and not trainer.fast_dev_run else None
+        t_test = time.perf_counter()
         results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        metrics["time/test_s"] = time.perf_counter() - t_test
         metrics["test/error_cm"] = float(results[0]["test/error_cm"])
         metrics["baseline/mean_predictor_error_cm"] = datamodule.mean_predictor_error_cm("test")
 
@@ -145,6 +147,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "data/train_frames": len(datamodule.datasets["train"]),
         "data/test_frames": len(datamodule.datasets["test"]),
         "time/total_s": time.perf_counter() - t0,
+        # wall time by stage: data generation and preparation (0 when cached) happen inside fit
+        "time/generate_s": datamodule.timings_s["generate"],
+        "time/prepare_s": datamodule.timings_s["prepare"],
+        "time/train_s": fit_s - sum(datamodule.timings_s.values()),
         **quant_metrics,
     })
 

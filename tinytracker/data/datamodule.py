@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,6 +83,8 @@ class GazeDataModule(L.LightningDataModule):
         self.index: ProcessedIndex | None = None
         self.datasets: dict[str, GazeDataset] = {}
         self.skipped_missing = 0
+        # seconds spent generating (synthetic) and preparing data in this process; 0 when cached
+        self.timings_s: dict[str, float] = {"generate": 0.0, "prepare": 0.0}
 
     # ----------------------------------------------------------------- locating data
     def set_inputs(self, inputs: Sequence[str]) -> None:
@@ -133,7 +136,9 @@ class GazeDataModule(L.LightningDataModule):
                     raise DataFormatError(f"data.root={raw} holds neither metadata.mat nor "
                                           f"raw recordings; {LAYOUT_HELP}")
             log.info("preparing %s -> %s", raw, target)
+            t0 = time.perf_counter()
             prepare(raw, target, skip_bad=self.skip_bad)
+            self.timings_s["prepare"] = time.perf_counter() - t0
             (target / ".complete").touch()
 
     def _ensure_synthetic_raw(self) -> Path:
@@ -143,7 +148,9 @@ class GazeDataModule(L.LightningDataModule):
         done = raw / ".complete"
         if not done.is_file():
             log.info("generating the synthetic dataset into %s (once; cached after)", raw)
+            t0 = time.perf_counter()
             generate(out_dir=raw, **self.synthetic)
+            self.timings_s["generate"] = time.perf_counter() - t0
             done.touch()
         return raw
 
