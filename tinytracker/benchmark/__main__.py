@@ -1,0 +1,225 @@
+"""``python -m tinytracker.benchmark out=<file.json> [key=value ...]``
+
+Measures, in one run on this machine, and prints as a table (``--help`` lists the keys):
+
+1. training step overhead: our Lightning loop against a plain PyTorch loop on the same model,
+   batches (in memory), optimizer and threads (``train/lightning_over_plain``, target >= 0.95);
+2. batch-1 inference latency on 1 and 2 threads: our INT8 ONNX TinyTracker in ONNX Runtime,
+   our float model in PyTorch, the authors' ``TinyTracker.tflite`` in LiteRT (target: ONNX p50
+   <= TFLite p50);
+3. data loading samples/s per core (JPEG path; the packed path where it exists), against the
+   training step's consumption;
+4. the default ``python -m tinytracker.train`` end to end from a cold cache, by stage.
+
+Every figure is the median of ``repeats`` runs (latency: p50 of ``latency_runs`` calls) after
+warm-up; the JSON is flat with ``/``-separated keys, plus the machine and library versions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from tinytracker.benchmark.e2e import default_run
+from tinytracker.benchmark.latency import int8_onnx, latency_suite, tflite_input_size
+from tinytracker.benchmark.loading import loading_figures
+from tinytracker.benchmark.training import training_overhead
+from tinytracker.cli import parse_args
+from tinytracker.config import register_resolvers
+
+log = logging.getLogger("tinytracker.benchmark")
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_TFLITE = REPO.parent / "shared" / "anchors" / "TinyTracker.tflite"
+
+
+@dataclass
+class BenchmarkArgs:
+    out: str = "???"                 # JSON file to write
+    repeats: int = 5                 # repeats per throughput figure (median reported)
+    threads: list[int] = field(default_factory=lambda: [1, 2])  # latency thread counts
+    train_threads: int = 0           # training comparison threads; 0: all cores
+    train_batches: int = 8           # batches per training repeat (first warmup_batches untimed)
+    warmup_batches: int = 2
+    latency_warmup: int = 30
+    latency_runs: int = 300
+    data_samples: int = 256          # samples per data loading repeat
+    tflite: str = str(DEFAULT_TFLITE)  # authors' model; skipped with a reason when absent
+    e2e: bool = True                 # run the default training end to end (most of the time)
+    overrides: list[str] = field(default_factory=list)  # Hydra overrides of conf/train.yaml
+    work_dir: str = ""               # scratch space; default: a temporary directory
+
+
+def train_config(overrides: list[str]):
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def machine() -> dict[str, Any]:
+    import lightning
+    import onnxruntime
+
+    info: dict[str, Any] = {
+        "machine/cores": os.cpu_count(), "machine/platform": platform.platform(),
+        "machine/cpu": _cpu_name(), "version/python": platform.python_version(),
+        "version/torch": torch.__version__, "version/lightning": lightning.__version__,
+        "version/onnxruntime": onnxruntime.__version__,
+    }
+    try:
+        from importlib.metadata import version
+
+        info["version/ai_edge_litert"] = version("ai-edge-litert")
+    except Exception:  # noqa: BLE001 - optional package
+        info["version/ai_edge_litert"] = None
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def run(args: BenchmarkArgs) -> dict[str, Any]:
+    from tinytracker.data.dataset import GazeDataset
+    from tinytracker.models import TinyTracker
+    from tinytracker.train import build_module
+
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="tinytracker-bench-"))
+    results: dict[str, Any] = machine()
+    cfg = train_config(args.overrides)
+    torch.manual_seed(cfg.seed)
+
+    log.info("data: preparing %s", cfg.data.name)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    module = build_module(cfg)
+    datamodule.set_inputs(module.input_keys)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    loader = iter(datamodule.train_dataloader())
+    batches = [next(loader) for _ in range(args.train_batches)]
+
+    threads = args.train_threads or os.cpu_count() or 1
+    log.info("training step: Lightning vs plain PyTorch, %d thread(s)", threads)
+    results.update(training_overhead(module, batches, threads, args.repeats,
+                                     args.warmup_batches))
+
+    log.info("data loading: JPEG path")
+    train_set = datamodule.datasets["train"]
+    plain = GazeDataset(train_set.index, train_set.spec, None)
+    results.update(loading_figures("jpeg", train_set, plain, args.data_samples, args.repeats,
+                                   results["train/lightning/samples_per_s"]))
+    results.update(_packed_loading(cfg, module, args, results))
+
+    tflite = Path(args.tflite).expanduser() if args.tflite else None
+    if tflite is None or not tflite.is_file():
+        results["latency/tflite/skipped"] = f"{tflite} not found (the authors' TinyTracker.tflite)"
+        size, channels, tflite = 112, 5, None
+    else:
+        size, channels = tflite_input_size(tflite)
+    net = TinyTracker(in_channels=3, grid_embedding=channels == 5, image_size=size)
+    calib = [tuple(torch.randn(16, *net.input_shapes[k]) for k in net.input_keys)
+             for _ in range(4)]
+    onnx_path = int8_onnx(net, calib, work / "tinytracker_int8.onnx")
+    results["latency/input"] = f"{size}x{size}x{channels}, batch 1"
+    results.update(latency_suite(net, onnx_path, tflite, list(args.threads),
+                                 args.latency_warmup, args.latency_runs, log.info))
+
+    if args.e2e:
+        log.info("end to end: default python -m tinytracker.train (log: %s)",
+                 work / "e2e" / "train.log")
+        results.update(default_run(work / "e2e"))
+    return results
+
+
+def _packed_loading(cfg, module, args: BenchmarkArgs, results: dict[str, Any]) -> dict:
+    """The packed data path's figures, where this version has one (``data.format=packed``)."""
+    if "format" not in cfg.data:
+        return {}
+    from tinytracker.data.dataset import GazeDataset  # noqa: F401 - same dataset API
+
+    packed_cfg = train_config([*args.overrides, "data.format=packed"])
+    dm = instantiate(packed_cfg.data, _convert_="all")
+    dm.set_inputs(module.input_keys)
+    dm.prepare_data()
+    dm.setup("fit")
+    train_set = dm.datasets["train"]
+    plain = type(train_set)(train_set.index, train_set.spec, None)
+    out = loading_figures("packed", train_set, plain, args.data_samples, args.repeats,
+                          results["train/lightning/samples_per_s"])
+    out["data/packed_over_jpeg"] = (out["data/packed/samples_per_s_per_core"]
+                                    / results["data/jpeg/samples_per_s_per_core"])
+    return out
+
+
+TARGETS = (
+    ("train/lightning_over_plain", ">= 0.95", lambda r: r["train/lightning_over_plain"] >= 0.95),
+    ("latency/onnx_int8/threads1/p50_ms", "<= tflite threads1",
+     lambda r: r["latency/onnx_int8/threads1/p50_ms"] <= r["latency/tflite/threads1/p50_ms"]),
+    ("latency/onnx_int8/threads2/p50_ms", "<= tflite threads2",
+     lambda r: r["latency/onnx_int8/threads2/p50_ms"] <= r["latency/tflite/threads2/p50_ms"]),
+    ("data/jpeg/cores_to_feed_training", "< 1 (one core feeds training)",
+     lambda r: r["data/jpeg/cores_to_feed_training"] < 1),
+    ("data/packed_over_jpeg", ">= 5", lambda r: r["data/packed_over_jpeg"] >= 5),
+    ("e2e/default_run_s", "< 600", lambda r: r["e2e/default_run_s"] < 600),
+)
+
+
+def targets(results: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, _, check in TARGETS:
+        try:
+            out[f"target_met/{key}"] = bool(check(results))
+        except KeyError:
+            out[f"target_met/{key}"] = None  # not measured in this run
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    goals = {key: goal for key, goal, _ in TARGETS}
+    rows = [("figure", "value", "target", "met")]
+    for key, value in results.items():
+        if key.startswith(("target_met/", "machine/", "version/")) or "/settings/" in key:
+            continue
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        met = results.get(f"target_met/{key}")
+        rows.append((key, shown, goals.get(key, ""), "" if met is None else
+                     ("yes" if met else "NO")))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s")
+    args = parse_args(BenchmarkArgs, argv, prog="tinytracker.benchmark")
+    out = Path(args.out)
+    if out.exists():
+        raise SystemExit(f"tinytracker.benchmark: error: {out} exists; choose another out= "
+                         "(results are never overwritten)")
+    results = run(args)
+    results.update(targets(results))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"\n{results['machine/cpu']}, {results['machine/cores']} cores\n{table(results)}")
+    print(f"\nwritten to {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Data loading throughput per CPU core, against what the training step consumes.
+
+One process, one thread for OpenCV and PyTorch: samples per second of the training split's
+``Dataset`` (decode, resize, augment, to tensor) is then the rate of one loader core. A loader
+is no bottleneck when ``cores x rate`` exceeds the training step's samples per second.
+"""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+
+from tinytracker.benchmark.timing import median, torch_threads
+
+
+def dataset_samples_per_s(dataset, samples: int, repeats: int) -> float:
+    n = min(samples, len(dataset))
+    rates = []
+    cv2_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with torch_threads(1):
+            dataset[0]  # warm-up: first file system access, lazy imports
+            for r in range(repeats):
+                t0 = time.perf_counter()
+                for i in range(n):
+                    dataset[(r * n + i) % len(dataset)]
+                rates.append(n / (time.perf_counter() - t0))
+    finally:
+        cv2.setNumThreads(cv2_threads)
+    return median(rates)
+
+
+def loading_figures(name: str, train_dataset, plain_dataset, samples: int, repeats: int,
+                    train_samples_per_s: float | None) -> dict[str, float]:
+    """``train_dataset`` augments as in training; ``plain_dataset`` is the same without."""
+    rate = dataset_samples_per_s(train_dataset, samples, repeats)
+    out = {f"data/{name}/samples_per_s_per_core": rate,
+           f"data/{name}/no_augment/samples_per_s_per_core":
+               dataset_samples_per_s(plain_dataset, samples, repeats)}
+    if train_samples_per_s:
+        # loader cores needed to keep the training step fed (< 1: one core is plenty)
+        out[f"data/{name}/cores_to_feed_training"] = train_samples_per_s / rate
+    return out
