@@ -56,6 +56,7 @@ class BenchmarkArgs:
     tflite: str = str(DEFAULT_TFLITE)  # authors' model; skipped with a reason when absent
     e2e: bool = True                 # run the default training end to end (most of the time)
     overrides: list[str] = field(default_factory=list)  # Hydra overrides of conf/train.yaml
+    e2e_overrides: list[str] = field(default_factory=list)  # for checks only: not the default
     work_dir: str = ""               # scratch space; default: a temporary directory
 
 
@@ -142,7 +143,9 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
     if args.e2e:
         log.info("end to end: default python -m tinytracker.train (log: %s)",
                  work / "e2e" / "train.log")
-        results.update(default_run(work / "e2e"))
+        results.update(default_run(work / "e2e", list(args.e2e_overrides)))
+        if args.e2e_overrides:
+            results["e2e/overrides"] = " ".join(args.e2e_overrides)  # not the default run
     return results
 
 

@@ -17,13 +17,15 @@ from pathlib import Path
 STAGES = ("generate", "prepare", "train", "test")
 
 
-def default_run(work_dir: Path) -> dict[str, float]:
+def default_run(work_dir: Path, overrides: list[str] | None = None) -> dict[str, float]:
+    """``overrides`` (none for the real figure) exist for a quick check of this code path."""
     work_dir.mkdir(parents=True, exist_ok=True)
     run_dir, log_path = work_dir / "run", work_dir / "train.log"
     env = {**os.environ, "TINYTRACKER_CACHE_DIR": str(work_dir / "cache")}
     t0 = time.perf_counter()
     with open(log_path, "w") as log_file:
-        proc = subprocess.run([sys.executable, "-m", "tinytracker.train", f"out_dir={run_dir}"],
+        proc = subprocess.run([sys.executable, "-m", "tinytracker.train", f"out_dir={run_dir}",
+                               *(overrides or [])],
                               env=env, stdout=log_file, stderr=subprocess.STDOUT)
     wall_s = time.perf_counter() - t0
     if proc.returncode != 0:

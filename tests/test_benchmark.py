@@ -1,0 +1,56 @@
+"""The benchmark command runs every section on tiny settings and writes the keys it promises.
+
+Its figures are measured, not asserted: speed targets are read from a real run of
+``python -m tinytracker.benchmark`` (README "Performance"), never from timed unit tests.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import ANCHORS, SMALL_DATA, run_module
+
+KEYS = (
+    "train/lightning_over_plain",
+    "latency/onnx_int8/threads1/p50_ms",
+    "latency/onnx_int8/threads2/p50_ms",
+    "latency/torch_fp32/threads1/p50_ms",
+    "data/jpeg/samples_per_s_per_core",
+    "e2e/default_run_s",
+    "e2e/train_s",
+    "machine/cores",
+)
+
+
+@pytest.mark.slow
+def test_benchmark_writes_every_figure(tmp_path, cache_dir):
+    out = tmp_path / "bench.json"
+    small = ",".join(SMALL_DATA)
+    proc = run_module(
+        "tinytracker.benchmark", f"out={out}", "repeats=1", "train_batches=3",
+        "warmup_batches=1", "latency_warmup=1", "latency_runs=5", "data_samples=8",
+        f"overrides=[{small}]", f"e2e_overrides=[{small},trainer.max_epochs=1,logger=csv]",
+        f"work_dir={tmp_path / 'work'}",
+    )
+    results = json.loads(out.read_text())
+    for key in KEYS:
+        assert key in results, key
+        assert isinstance(results[key], (int, float)) and results[key] > 0, (key, results[key])
+    assert results["version/torch"].startswith("2.14.1")
+    if (ANCHORS / "TinyTracker.tflite").is_file():
+        assert results["latency/tflite/threads1/p50_ms"] > 0
+        assert results["target_met/latency/onnx_int8/threads1/p50_ms"] in (True, False)
+    else:
+        assert "not found" in results["latency/tflite/skipped"]
+    assert "lightning_over_plain" in proc.stdout  # the printed table
+
+
+def test_benchmark_never_overwrites_results(tmp_path):
+    out = tmp_path / "bench.json"
+    out.write_text("{}")
+    proc = run_module("tinytracker.benchmark", f"out={out}", check=False)
+    assert proc.returncode != 0
+    assert "exists" in proc.stderr + proc.stdout
+    assert out.read_text() == "{}"
