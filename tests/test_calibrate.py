@@ -246,3 +246,24 @@ def test_feature_calibration_for_another_model_is_refused(trained, tmp_path, cap
                  f"calibration={corrections}", f"calibration_subject={subject}"])
     err = capsys.readouterr().err
     assert "was fitted on" in err and "only fits the model it was fitted on" in err
+
+
+def test_float_onnx_with_features_calibrates_like_its_checkpoint(trained, tmp_path):
+    """An ONNX file alone (onnx_path, inputs from its metadata), features included."""
+    from tinytracker.export.onnx import export_onnx
+
+    ckpt = trained["checkpoint"]
+    module = module_from_checkpoint(ckpt)
+    path = export_onnx(module.net, tmp_path / "model.onnx", dict(module.hparams["input_spec"]),
+                       features=True)
+    args = ("kind=ridge", "points=3", "curve_points=[3,5]", "curve_kinds=[affine,ridge]")
+    by_onnx = calibrate_in_process(tmp_path / "onnx", f"onnx_path={path}", *args)
+    by_ckpt = calibrate_in_process(tmp_path / "ckpt", f"ckpt_path={ckpt}", *args)
+    assert by_onnx["model"]["type"] == "onnx" and by_onnx["model"]["features"] is True
+    assert "onnx" not in by_onnx  # one model: its numbers are the top-level ones
+    assert by_onnx["error_cm_after"] == pytest.approx(by_ckpt["error_cm_after"], abs=1e-4)
+    assert by_onnx["per_subject"].keys() == by_ckpt["per_subject"].keys()
+    for kind in ("affine", "ridge"):
+        assert by_onnx["curve"]["error_cm_after"][kind] == pytest.approx(
+            by_ckpt["curve"]["error_cm_after"][kind], abs=1e-4)
+    assert load_calibration(tmp_path / "onnx" / "corrections.json").model["type"] == "onnx"

@@ -241,3 +241,14 @@ def test_nets_return_penultimate_features_without_changing_forward(net, inputs):
         assert torch.equal(feats, net.features(*inputs))
     assert feats.shape == (2, net.feature_dim)
     assert (feats >= 0).all()  # after the hidden layer's ReLU
+
+
+def test_holdout_dots_evaluates_only_frames_of_other_dots():
+    out, _ = hand_made_outputs(subjects=2, frames=30)  # 10 dots x 3 frames each
+    for r in calibrate_subjects(out, "affine", 5, EXACT, holdout="dots"):
+        cal_dots = {tuple(t) for t in out.target_cm[r.calibration_rows].round(4)}
+        assert not cal_dots & {tuple(t) for t in out.target_cm[r.eval_rows].round(4)}
+        assert len(r.eval_rows) == 30 - 3 * len(cal_dots)  # every frame of the other dots
+    few, _ = hand_made_outputs(subjects=1, frames=9)  # 3 dots
+    with pytest.raises(CalibrationError, match="holdout=dots leaves no frame to evaluate"):
+        calibrate_subjects(few, "offset", 3, holdout="dots")

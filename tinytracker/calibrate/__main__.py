@@ -33,6 +33,7 @@ from tinytracker.calibrate.model_outputs import OnnxModel, checkpoint_outputs
 from tinytracker.calibrate.pattern import check_pattern_points
 from tinytracker.calibrate.plot import plot_curves
 from tinytracker.calibrate.protocol import (
+    HOLDOUTS,
     ModelOutputs,
     calibrate_subjects,
     error_curve,
@@ -63,6 +64,8 @@ def validate(cfg: DictConfig) -> FitOptions:
         raise CalibrationError("give the model: ckpt_path=<file.ckpt> and/or onnx_path=<.onnx>")
     if cfg.split not in ("train", "val", "test"):
         raise CalibrationError(f"split must be train, val or test, got {cfg.split!r}")
+    if cfg.holdout not in HOLDOUTS:
+        raise CalibrationError(f"holdout must be one of {HOLDOUTS}, got {cfg.holdout!r}")
     check_points(cfg.kind, cfg.points)
     check_pattern_points(cfg.points)
     for kind in cfg.curve_kinds:
@@ -98,11 +101,10 @@ def load_models(cfg: DictConfig, data_cfg: DictConfig, split: str,
 
 
 def model_section(model: Model, cfg: DictConfig, options: FitOptions,
-                  out_dir: Path) -> dict[str, Any]:
-    """Protocol at ``points`` with ``kind``, the curve, and the saved corrections."""
+                  out_dir: Path, name: str) -> dict[str, Any]:
+    """Protocol at ``points`` with ``kind``, the curve, and the corrections saved as ``name``."""
     outputs = model.outputs
-    results = calibrate_subjects(outputs, cfg.kind, cfg.points, options)
-    name = "corrections.json" if model.label == "pytorch" else f"corrections_{model.label}.json"
+    results = calibrate_subjects(outputs, cfg.kind, cfg.points, options, cfg.holdout)
     save_corrections(
         out_dir / name, {r.rec: r.correction for r in results}, model.path, model.type,
         cfg.kind, cfg.points,
@@ -113,7 +115,8 @@ def model_section(model: Model, cfg: DictConfig, options: FitOptions,
                   "features": outputs.features is not None},
         "error_cm_all_frames": outputs.error_cm(),
         **summarise(results, outputs),
-        "curve": error_curve(outputs, list(cfg.curve_kinds), list(cfg.curve_points), options),
+        "curve": error_curve(outputs, list(cfg.curve_kinds), list(cfg.curve_points), options,
+                             cfg.holdout),
         "corrections": str(out_dir / name),
     }
 
@@ -127,8 +130,12 @@ def calibrate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         return calibrate_set(cfg, out_dir, options)
     features = any(k in ("ridge", "svr") for k in [cfg.kind, *cfg.curve_kinds])
     models = load_models(cfg, cfg.data, cfg.split, features)
-    sections = {m.label: model_section(m, cfg, options, out_dir) for m in models}
+    # the first model's corrections are corrections.json; the compared ONNX file's get a suffix
+    names = ["corrections.json", "corrections_onnx.json"]
+    sections = {m.label: model_section(m, cfg, options, out_dir, name)
+                for m, name in zip(models, names, strict=False)}
     result: dict[str, Any] = {"kind": cfg.kind, "points": cfg.points, "split": cfg.split,
+                              "holdout": cfg.holdout,
                               "data/name": cfg.data.name,
                               "min_points": dict(MIN_POINTS),
                               **sections[models[0].label]}

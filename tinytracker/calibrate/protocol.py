@@ -5,6 +5,11 @@ by :func:`tinytracker.calibrate.pattern.select_frames` (dots closest to the cali
 pattern), a correction is fitted on them, and the error before and after the correction is
 measured on that subject's *other* frames. Overall errors are means over all evaluated frames
 (as ``evaluate``'s ``error_cm``); per-subject errors are that subject's mean.
+
+``holdout="frames"`` evaluates on every other frame, including other frames of a calibration
+dot (GazeCapture shows each dot for many frames); ``holdout="dots"`` only on frames whose dot
+was not used for calibration: the stricter test of how the correction carries to new screen
+positions, which needs recordings with more dots than ``points``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from tinytracker.calibrate.corrections import (
     fit,
 )
 from tinytracker.calibrate.pattern import select_frames
+
+HOLDOUTS = ("frames", "dots")
+DOT_DECIMALS = 4  # labels are written rounded to 1e-4 cm: equal to that, the same dot
 
 
 @dataclass
@@ -57,14 +65,26 @@ class SubjectResult:
 
 
 def calibrate_subject(out: ModelOutputs, rec: int, kind: str, points: int,
-                      options: FitOptions | None = None) -> SubjectResult:
+                      options: FitOptions | None = None,
+                      holdout: str = "frames") -> SubjectResult:
+    if holdout not in HOLDOUTS:
+        raise CalibrationError(f"holdout must be one of {HOLDOUTS}, got {holdout!r}")
     rows = out.rows_of(rec)
     if len(rows) < points + 1:
         raise CalibrationError(
             f"subject (recording) {rec:05d} has {len(rows)} frames; points={points} needs at "
             f"least {points + 1} ({points} to calibrate, 1 to evaluate)")
-    cal = rows[select_frames(out.target_cm[rows], points)]
+    cal = rows[select_frames(out.target_cm[rows], points, decimals=DOT_DECIMALS)]
     ev = np.setdiff1d(rows, cal)
+    if holdout == "dots":
+        dots = out.target_cm.round(DOT_DECIMALS)
+        seen = (dots[ev][:, None, :] == dots[cal][None, :, :]).all(axis=2).any(axis=1)
+        ev = ev[~seen]
+        if len(ev) == 0:
+            raise CalibrationError(
+                f"subject (recording) {rec:05d}: holdout=dots leaves no frame to evaluate, all "
+                f"its dots are among the {points} calibration points (use holdout=frames, or "
+                "fewer points)")
     feats = out.features
     if kind in FEATURE_KINDS and feats is None:
         raise CalibrationError(f"kind={kind} needs the model's penultimate features, which this "
@@ -84,8 +104,10 @@ def calibrate_subject(out: ModelOutputs, rec: int, kind: str, points: int,
 
 
 def calibrate_subjects(out: ModelOutputs, kind: str, points: int,
-                       options: FitOptions | None = None) -> list[SubjectResult]:
-    return [calibrate_subject(out, rec, kind, points, options) for rec in out.subjects()]
+                       options: FitOptions | None = None,
+                       holdout: str = "frames") -> list[SubjectResult]:
+    return [calibrate_subject(out, rec, kind, points, options, holdout)
+            for rec in out.subjects()]
 
 
 def summarise(results: Sequence[SubjectResult], out: ModelOutputs) -> dict[str, Any]:
@@ -115,7 +137,7 @@ def summarise(results: Sequence[SubjectResult], out: ModelOutputs) -> dict[str, 
 
 
 def error_curve(out: ModelOutputs, kinds: Sequence[str], points_list: Sequence[int],
-                options: FitOptions | None = None) -> dict[str, Any]:
+                options: FitOptions | None = None, holdout: str = "frames") -> dict[str, Any]:
     """Overall error after calibration for every kind and number of points.
 
     ``error_cm_before[i]`` is the uncalibrated error on the frames evaluated at
@@ -133,7 +155,8 @@ def error_curve(out: ModelOutputs, kinds: Sequence[str], points_list: Sequence[i
             why = _cannot_run(out, kind, points)
             if why is None:
                 try:
-                    summary = summarise(calibrate_subjects(out, kind, points, options), out)
+                    summary = summarise(
+                        calibrate_subjects(out, kind, points, options, holdout), out)
                 except CalibrationError as err:
                     why = str(err)
                 else:
