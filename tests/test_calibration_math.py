@@ -252,3 +252,9 @@ def test_holdout_dots_evaluates_only_frames_of_other_dots():
     few, _ = hand_made_outputs(subjects=1, frames=9)  # 3 dots
     with pytest.raises(CalibrationError, match="holdout=dots leaves no frame to evaluate"):
         calibrate_subjects(few, "offset", 3, holdout="dots")
+
+
+def test_affine_on_constant_predictions_fails_instead_of_fitting_rounding():
+    constant = np.full((5, 2), [1.0, -4.0]) + RNG.normal(0, 1e-7, (5, 2))
+    with pytest.raises(CalibrationError, match="lie on a line"):
+        fit("affine", constant, screen_points(5))

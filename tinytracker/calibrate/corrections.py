@@ -45,9 +45,11 @@ _WHY = {
     "ridge": " (with 1 point it is kind=offset)",
     "svr": " (with 1 point it is kind=offset)",
 }
-# Relative size of the smallest singular value of the centred predictions below which an
-# affine map is undetermined (points on a line).
+# The smallest singular value of the centred predictions below which an affine map is
+# undetermined (points on a line): relative to the largest, and absolute (cm), so that a model
+# whose outputs do not vary at all is not fitted to float rounding.
 COLLINEAR_TOL = 1e-6
+COLLINEAR_MIN_CM = 1e-4
 
 
 class CalibrationError(ValueError):
@@ -169,7 +171,7 @@ def _fit_affine(gaze_cm: np.ndarray, target_cm: np.ndarray,
     mean_g, mean_t = gaze_cm.mean(axis=0), target_cm.mean(axis=0)
     g, t = gaze_cm - mean_g, target_cm - mean_t
     sv = np.linalg.svd(g, compute_uv=False)
-    if sv[0] == 0 or sv[-1] <= COLLINEAR_TOL * sv[0]:
+    if sv[-1] <= max(COLLINEAR_TOL * sv[0], COLLINEAR_MIN_CM):
         raise CalibrationError(
             f"the {len(gaze_cm)} calibration points' predictions lie on a line (singular values "
             f"{sv[0]:.3g}, {sv[-1]:.3g} cm): an affine map is undetermined; use points spread "
