@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,9 +115,16 @@ def apply_input_spec(data_cfg: DictConfig, spec: dict[str, Any] | None) -> None:
 
 def checkpoint_data(data_cfg: DictConfig, module: GazeModule, split: str):
     """DataModule (set up) and loader of ``split`` giving the inputs ``module`` was trained on."""
-    apply_input_spec(data_cfg, module.hparams.get("input_spec"))
+    return spec_data(data_cfg, module.hparams.get("input_spec"), module.input_keys, split)
+
+
+def spec_data(data_cfg: DictConfig, input_spec: dict[str, Any] | None,
+              input_keys: Sequence[str], split: str):
+    """DataModule (set up) and loader of ``split`` with the preprocessing ``input_spec`` and
+    the fields ``input_keys`` (a checkpoint's, or an exported file's metadata)."""
+    apply_input_spec(data_cfg, input_spec)
     datamodule = instantiate(data_cfg, _convert_="all")
-    datamodule.set_inputs(module.input_keys)
+    datamodule.set_inputs(tuple(input_keys))
     datamodule.prepare_data()
     datamodule.setup("test")
     loader = {"test": datamodule.test_dataloader, "val": datamodule.val_dataloader,

@@ -100,6 +100,7 @@ from tqdm import tqdm
 
 from tinytracker.cli import parse_args
 from tinytracker.data.gazecapture import device_geometry
+from tinytracker.data.gazecapture_write import box_json, dot_json, write_frame, write_labels
 from tinytracker.data.geometry import face_grid_from_rect
 
 log = logging.getLogger(__name__)
@@ -639,7 +640,7 @@ def detector_boxes(params: SyntheticParams, subject: Subject, frames: Frames) ->
     face_xy = np.stack([u + 0.02 * side * jit[:, 0], v + 0.02 * side * jit[:, 1]], 1)
     face_xy -= side[:, None] / 2
     face = np.concatenate([face_xy, side[:, None], side[:, None]], axis=1).round(2)
-    out = {"face": _box_json(face, np.ones(len(z), bool))}
+    out = {"face": box_json(face, np.ones(len(z), bool))}
     eyes = eye_centres_cm(frames.head_cm, frames.roll_deg, look.ipd_cm)
     for col, (key, eye) in enumerate((("left_eye", "left"), ("right_eye", "right")), start=1):
         d = jit[:, 3 * col:3 * col + 3]
@@ -648,16 +649,10 @@ def detector_boxes(params: SyntheticParams, subject: Subject, frames: Frames) ->
         xy = np.stack([eu + 0.03 * s * d[:, 0], ev + 0.03 * s * d[:, 1]], 1) - s[:, None] / 2
         box = np.concatenate([xy - face[:, :2], s[:, None], s[:, None]], axis=1).round(2)
         box[frames.blink] = 0.0  # the eye detector reports nothing for closed eyes
-        out[key] = _box_json(box, ~frames.blink)
+        out[key] = box_json(box, ~frames.blink)
     grid = np.array([face_grid_from_rect(FRAME_W_PX, FRAME_H_PX, *b) for b in face])
-    out["face_grid"] = _box_json(grid, np.ones(len(z), bool))
+    out["face_grid"] = box_json(grid, np.ones(len(z), bool))
     return out
-
-
-def _box_json(xywh: np.ndarray, valid: np.ndarray) -> dict[str, list]:
-    cols = {key: xywh[:, i].tolist() for i, key in enumerate("XYWH")}
-    cols["IsValid"] = valid.astype(int).tolist()
-    return cols
 
 
 def _dot_json(frames: Frames, params: SyntheticParams) -> dict[str, list]:
@@ -667,18 +662,9 @@ def _dot_json(frames: Frames, params: SyntheticParams) -> dict[str, list]:
     x_pts = (x_mm + g.camera_to_screen_x_cm * 10) / (g.screen_w_cm * 10) * SCREEN_POINTS[0]
     y_pts = (-y_mm - g.camera_to_screen_y_cm * 10) / (g.screen_h_cm * 10) * SCREEN_POINTS[1]
     first = np.arange(len(frames.dot_num)) % params.frames_per_dot
-    return {
-        "DotNum": frames.dot_num.tolist(),
-        "XPts": x_pts.round(4).tolist(),
-        "YPts": y_pts.round(4).tolist(),
-        "XCam": frames.dot_cm[:, 0].tolist(),
-        "YCam": frames.dot_cm[:, 1].tolist(),
-        "Time": ((first + 1) / FPS).round(4).tolist(),  # seconds since the dot appeared
-    }
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, separators=(",", ":")))
+    pts = np.stack([x_pts.round(4), y_pts.round(4)], axis=1)
+    # seconds since the dot appeared
+    return dot_json(frames.dot_num, pts, frames.dot_cm, ((first + 1) / FPS).round(4))
 
 
 def render_frame(params: SyntheticParams, subject: Subject, frames: Frames, i: int,
@@ -707,28 +693,19 @@ def generate_subject(params: SyntheticParams, out_dir: Path, index: int,
     camera = sample_camera(camera_rng)
     background = make_background(camera_rng)
     rec_dir = out_dir / subject.rec_name
-    (rec_dir / "frames").mkdir(parents=True, exist_ok=True)
     n = params.frames_per_subject
-    quality = [cv2.IMWRITE_JPEG_QUALITY, params.jpeg_quality]
     ws = Workspace()
     for i in range(n):
         image = render_frame(params, subject, frames, i, camera, background, ws)
-        ok, buf = cv2.imencode(".jpg", image, quality)
-        if not ok:
-            raise RuntimeError(f"cv2 could not encode frame {i} of {rec_dir}")
-        (rec_dir / "frames" / f"{i:05d}.jpg").write_bytes(buf.tobytes())
-    boxes = detector_boxes(params, subject, frames)
-    for key, name in (("face", "appleFace"), ("left_eye", "appleLeftEye"),
-                      ("right_eye", "appleRightEye"), ("face_grid", "faceGrid")):
-        _write_json(rec_dir / f"{name}.json", boxes[key])
-    _write_json(rec_dir / "frames.json", [f"{i:05d}.jpg" for i in range(n)])
-    _write_json(rec_dir / "dotInfo.json", _dot_json(frames, params))
-    _write_json(rec_dir / "screen.json", {"H": [SCREEN_POINTS[1]] * n,
-                                          "W": [SCREEN_POINTS[0]] * n, "Orientation": [1] * n})
-    _write_json(rec_dir / "info.json", {
-        "TotalFrames": n, "NumFaceDetections": n, "NumEyeDetections": int((~frames.blink).sum()),
-        "Dataset": split, "DeviceName": DEVICE_NAME,
-    })
+        write_frame(rec_dir, i, image, params.jpeg_quality)
+    write_labels(
+        rec_dir, n, detector_boxes(params, subject, frames), _dot_json(frames, params),
+        info={"TotalFrames": n, "NumFaceDetections": n,
+              "NumEyeDetections": int((~frames.blink).sum()), "Dataset": split,
+              "DeviceName": DEVICE_NAME},
+        screen={"H": [SCREEN_POINTS[1]] * n, "W": [SCREEN_POINTS[0]] * n,
+                "Orientation": [1] * n},
+    )
     return SubjectResult(subject, frames.dot_cm, ~frames.blink, frames.fixation_cm,
                          ideal_reader_cm(params, subject, frames))
 

@@ -28,6 +28,7 @@ from tinytracker.evaluate import checkpoint_data
 from tinytracker.export.errors import ExportError
 from tinytracker.export.imx500 import check_fit, export_imx500
 from tinytracker.export.onnx import (
+    FEATURES_NAME,
     ORT_OPTIMIZATION,
     OUTPUT_NAME,
     export_onnx,
@@ -76,13 +77,15 @@ def export(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
 def export_onnx_format(cfg: DictConfig, module: GazeModule, out_dir: Path) -> dict[str, Any]:
     spec = dict(module.hparams.get("input_spec") or {})
-    path = export_onnx(module.net, out_dir / "model.onnx", spec, opset=cfg.opset)
+    features = bool(cfg.get("features", False))
+    path = export_onnx(module.net, out_dir / "model.onnx", spec, opset=cfg.opset,
+                       features=features)
     result: dict[str, Any] = {
         "path": str(path),
         "size_bytes": path.stat().st_size,
         "opset": cfg.opset,
         "inputs": list(module.input_keys),
-        "outputs": [OUTPUT_NAME],
+        "outputs": [OUTPUT_NAME, FEATURES_NAME] if features else [OUTPUT_NAME],
     }
     if cfg.evaluate:
         result.update(evaluate_onnx(cfg, module, path))

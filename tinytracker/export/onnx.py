@@ -5,7 +5,8 @@
   initializers), which ONNX Runtime runs with integer kernels and converters take as the
   quantization spec. A float net is exported as plain float32 ONNX.
 * Inputs are named as the batch fields (``face``, optionally ``grid_embedding``...), the output
-  ``gaze_cm``; the batch dimension is dynamic.
+  ``gaze_cm``; the batch dimension is dynamic. With ``features=True`` a second output,
+  ``features``, holds the penultimate features (for per-person calibration on them).
 * The preprocessing the model expects (the checkpoint's ``input_spec``) is written into the
   model's ``metadata_props``, so the file is usable without the checkpoint.
 """
@@ -25,6 +26,7 @@ from torch import nn
 from tinytracker.quant.brevitas import BrevitasNet
 
 OUTPUT_NAME = "gaze_cm"
+FEATURES_NAME = "features"
 DEFAULT_OPSET = 13  # QuantizeLinear/DequantizeLinear with per-channel axis need opset >= 13
 ORT_OPTIMIZATION = ("all", "basic", "none")
 
@@ -35,44 +37,67 @@ PREPROCESSING = (
     "along y over the face-grid box mapped to [-1, 1] (tinytracker.data.geometry.grid_embedding)."
 )
 OUTPUT_DOC = "gaze_cm: (batch, 2) gaze point (XCam, YCam) in cm, GazeCapture camera coordinates"
+FEATURES_DOC = ("features: (batch, D) the penultimate features (after the hidden fully connected "
+                "layer and its ReLU), for per-person calibration (tinytracker.calibrate)")
 
 
 def is_quantized(net: nn.Module) -> bool:
     return isinstance(net, BrevitasNet)
 
 
+class _WithFeatures(nn.Module):
+    """Exports ``net.forward_with_features``: outputs ``gaze_cm`` and ``features``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        if not hasattr(net, "forward_with_features"):
+            raise ValueError(f"features=true: {type(net).__name__} does not expose its "
+                             "penultimate features (forward_with_features)")
+        self.net = net
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.forward_with_features(*inputs)
+
+
 def export_onnx(net: nn.Module, path: str | Path, input_spec: Mapping[str, Any] | None = None,
-                opset: int = DEFAULT_OPSET) -> Path:
-    """Write ``net`` (float or Brevitas-quantized) to ``path`` as ONNX; returns the path."""
+                opset: int = DEFAULT_OPSET, features: bool = False) -> Path:
+    """Write ``net`` (float or Brevitas-quantized) to ``path`` as ONNX; returns the path.
+
+    ``features``: also output the penultimate features (``features``, ``(batch, D)``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     keys = tuple(net.input_keys)
     shapes = net.input_shapes
     args = tuple(torch.zeros(1, *shapes[k]) for k in keys)
+    outputs = [OUTPUT_NAME, FEATURES_NAME] if features else [OUTPUT_NAME]
     kwargs: dict[str, Any] = {
         "input_names": list(keys),
-        "output_names": [OUTPUT_NAME],
-        "dynamic_axes": {**{k: {0: "batch"} for k in keys}, OUTPUT_NAME: {0: "batch"}},
+        "output_names": outputs,
+        "dynamic_axes": {k: {0: "batch"} for k in (*keys, *outputs)},
         "opset_version": opset,
         # Brevitas' QCDQ handlers are TorchScript symbolic functions: the legacy exporter
         "dynamo": False,
     }
+    exported = _WithFeatures(net) if features else net
     was_training = net.training
     net.eval()
     try:
         if is_quantized(net):
             from brevitas.export import export_onnx_qcdq
 
-            export_onnx_qcdq(net, args=args, export_path=str(path),
+            export_onnx_qcdq(exported, args=args, export_path=str(path),
                              keep_initializers_as_inputs=False, **kwargs)
         else:
             with torch.no_grad():
-                torch.onnx.export(net, args, str(path), **kwargs)
+                torch.onnx.export(exported, args, str(path), **kwargs)
     finally:
         net.train(was_training)
     model = onnx.load(str(path))
     compact_names(model)
-    set_metadata(model, model_metadata(net, input_spec or {}))
+    meta = model_metadata(net, input_spec or {})
+    if features:
+        meta["tinytracker.features"] = FEATURES_DOC
+    set_metadata(model, meta)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path

@@ -105,6 +105,7 @@ class ITracker(nn.Module):
     """
 
     input_keys = ("face", "eye_left", "eye_right", "face_grid")
+    feature_dim = 128  # ``features``: the hidden layer of ``fc``
 
     def __init__(self, image_size: int = 224, grid_size: int = 25) -> None:
         super().__init__()
@@ -135,14 +136,14 @@ class ITracker(nn.Module):
             "face_grid": (self.grid_size * self.grid_size,),
         }
 
-    def forward(
+    def features(
         self,
         face: torch.Tensor,
         eye_left: torch.Tensor,
         eye_right: torch.Tensor,
         face_grid: torch.Tensor,
     ) -> torch.Tensor:
-        """Crops ``(B, 3, S, S)`` x3 and face grid -> gaze ``(B, 2)`` in cm."""
+        """Penultimate features ``(B, 128)``: the output of ``fc``'s hidden layer and ReLU."""
         grid = torch.flatten(face_grid, 1)
         if grid.shape[1] != self.grid_size * self.grid_size:
             raise ValueError(
@@ -154,7 +155,28 @@ class ITracker(nn.Module):
             (self.eyes_fc(eyes), self.face_branch(face), self.grid_branch(grid.to(face.dtype))),
             dim=1,
         )
-        return self.fc(x)
+        return self.fc[1](self.fc[0](x))
+
+    def forward_with_features(
+        self,
+        face: torch.Tensor,
+        eye_left: torch.Tensor,
+        eye_right: torch.Tensor,
+        face_grid: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gaze ``(B, 2)`` in cm and the penultimate features ``(B, 128)`` of one pass."""
+        feats = self.features(face, eye_left, eye_right, face_grid)
+        return self.fc[2](feats), feats
+
+    def forward(
+        self,
+        face: torch.Tensor,
+        eye_left: torch.Tensor,
+        eye_right: torch.Tensor,
+        face_grid: torch.Tensor,
+    ) -> torch.Tensor:
+        """Crops ``(B, 3, S, S)`` x3 and face grid -> gaze ``(B, 2)`` in cm."""
+        return self.forward_with_features(face, eye_left, eye_right, face_grid)[0]
 
 
 def remap_public_checkpoint(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

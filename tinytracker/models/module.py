@@ -46,6 +46,15 @@ class GazeModule(L.LightningModule):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.net(*[batch[k] for k in self.input_keys])
 
+    def forward_with_features(self, batch: dict[str, torch.Tensor]
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gaze ``(B, 2)`` in cm and the net's penultimate features ``(B, D)``, one pass."""
+        run = getattr(self.net, "forward_with_features", None)
+        if run is None:
+            raise TypeError(f"{type(self.net).__name__} does not expose its penultimate "
+                            "features (forward_with_features)")
+        return run(*[batch[k] for k in self.input_keys])
+
     def _step(self, batch: dict[str, torch.Tensor], metric: EuclideanErrorCm, stage: str):
         pred = self(batch)
         target = batch["gaze_cm"]

@@ -337,15 +337,23 @@ class _GazeRegressor(nn.Module):
         """Penultimate features ``(B, feature_dim)`` (after the hidden FC and its ReLU)."""
         return self.embed(self._stack_inputs(face, grid_embedding))
 
+    def forward_with_features(
+        self, face: torch.Tensor, grid_embedding: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gaze ``(B, 2)`` in cm and the penultimate features ``(B, feature_dim)`` of one pass
+        (per-person calibration regresses on the features)."""
+        feats = self.features(face, grid_embedding)
+        out = self.head(self.dropout(feats))
+        if self.output_activation == "tanh":
+            # Authors' scheme: bounded output, times a fixed range (30 cm TinyTracker, 10 cm S)
+            out = torch.tanh(out) * self.output_scale_cm
+        return out, feats
+
     def forward(
         self, face: torch.Tensor, grid_embedding: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``face (B, in_channels, S, S)`` [+ ``grid_embedding (B, 2, S, S)``] -> ``(B, 2)`` cm."""
-        out = self.head(self.dropout(self.features(face, grid_embedding)))
-        if self.output_activation == "tanh":
-            # Authors' scheme: bounded output, times a fixed range (30 cm TinyTracker, 10 cm S)
-            out = torch.tanh(out) * self.output_scale_cm
-        return out
+        return self.forward_with_features(face, grid_embedding)[0]
 
     def _stack_inputs(
         self, face: torch.Tensor, grid_embedding: torch.Tensor | None

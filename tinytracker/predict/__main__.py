@@ -8,7 +8,9 @@ images, a video file, or a camera index (``0``). Writes ``predictions.csv``,
 video (``<name>_gaze.mp4``) into ``out_dir``. With a screen (``screen=<GazeCapture device>``
 or ``screen_width_cm``, ``screen_height_cm``, ``camera_to_screen_x_cm``,
 ``camera_to_screen_y_cm`` [, ``screen_width_px``, ``screen_height_px``]) the gaze point is
-also given on the screen, in cm, points and pixels.
+also given on the screen, in cm, points and pixels. ``calibration=<corrections.json>`` (from
+``tinytracker.calibrate``) applies a person's correction to every gaze point;
+``calibration_subject=<recording number>`` chooses the person when the file holds several.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class PredictArgs:
     max_frames: int | None = None  # video/camera/folder: stop after this many frames
     min_face_fraction: float = 0.1  # smallest face side / the frame's shorter side
     annotate: bool = True  # write annotated PNGs / mp4
+    calibration: str | None = None  # corrections.json of python -m tinytracker.calibrate
+    calibration_subject: str | None = None  # its person (recording number), if it holds several
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -57,7 +61,8 @@ def main(argv: list[str] | None = None) -> dict:
                              args.screen_width_px, args.screen_height_px)
         source = open_source(args.input, args.max_frames)
         summary = run(args.ckpt_path, source, Path(args.out_dir), screen,
-                      args.min_face_fraction, args.annotate)
+                      args.min_face_fraction, args.annotate, args.calibration,
+                      args.calibration_subject)
     except (InputError, FileNotFoundError, CheckpointError, DetectorUnavailable,
             ValueError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)

@@ -14,11 +14,19 @@ from typing import Any
 import cv2
 import numpy as np
 
+from tinytracker.calibrate.corrections import CalibrationError
+from tinytracker.calibrate.saved import load_calibration
 from tinytracker.data.inputs import frame_inputs
 from tinytracker.predict.detect import HaarDetector
 from tinytracker.predict.draw import annotate
 from tinytracker.predict.records import FramePrediction, write_csv, write_json
-from tinytracker.predict.runner import Runner, load_runner
+from tinytracker.predict.runner import (
+    CalibratedRunner,
+    OnnxRunner,
+    Runner,
+    TorchRunner,
+    load_runner,
+)
 from tinytracker.predict.screen import Screen, custom, preset
 from tinytracker.predict.sources import Frame, Source, open_source
 
@@ -82,10 +90,36 @@ def screen_from(name: str | None, width_cm: float | None, height_cm: float | Non
     return custom(width_cm, height_cm, camera_x_cm, camera_y_cm, width_px, height_px)
 
 
+def calibrated(runner: TorchRunner | OnnxRunner, model_path: str, calibration: str,
+               subject: str | None) -> tuple[Runner, dict[str, Any]]:
+    """``runner`` corrected by one person's saved calibration, and what the summary says."""
+    saved = load_calibration(calibration)
+    key, correction = saved.for_subject(subject)
+    if not saved.matches(model_path):
+        msg = (f"calibration={calibration} was fitted on {saved.model.get('path')}, not on "
+               f"ckpt_path={model_path} (the files differ)")
+        if correction.needs_features:
+            raise CalibrationError(msg + f"; a kind={correction.kind} calibration only fits "
+                                   "the model it was fitted on")
+        log.warning("%s; applying its kind=%s correction of the predicted point anyway", msg,
+                    correction.kind)
+    info = {"file": str(calibration), "subject": key, "kind": correction.kind,
+            "fitted_on": saved.model.get("path")}
+    return CalibratedRunner(runner, correction), info
+
+
 def run(ckpt_path: str, source: Source, out_dir: Path, screen: Screen | None = None,
-        min_face_fraction: float = 0.1, draw: bool = True) -> dict[str, Any]:
-    """Predict every frame of ``source``; writes CSV, JSON and annotated images or video."""
-    runner = load_runner(ckpt_path)
+        min_face_fraction: float = 0.1, draw: bool = True, calibration: str | None = None,
+        calibration_subject: str | None = None) -> dict[str, Any]:
+    """Predict every frame of ``source``; writes CSV, JSON and annotated images or video.
+
+    ``calibration``: a ``corrections.json`` of ``tinytracker.calibrate``, whose correction for
+    ``calibration_subject`` (optional when it holds one person) is applied to every gaze."""
+    runner: Runner = load_runner(ckpt_path)
+    calibration_info = None
+    if calibration:
+        runner, calibration_info = calibrated(runner, ckpt_path, calibration,
+                                              calibration_subject)
     predictor = Predictor(runner, HaarDetector(min_face_fraction), screen)
     out_dir.mkdir(parents=True, exist_ok=True)
     records: list[FramePrediction] = []
@@ -112,6 +146,7 @@ def run(ckpt_path: str, source: Source, out_dir: Path, screen: Screen | None = N
         "checkpoint": str(ckpt_path),
         "input_kind": source.kind,
         "model_inputs": list(runner.spec.inputs),
+        "calibration": calibration_info,
         "screen": screen.as_dict() if screen is not None else None,
         "coordinates": COORDINATES,
         "frames_total": len(records),

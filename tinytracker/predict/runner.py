@@ -17,9 +17,11 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from tinytracker.calibrate.corrections import CalibrationError, Correction
 from tinytracker.data.dataset import SampleSpec
 
 ONNX_SPEC_KEY = "tinytracker.input_spec"
+GAZE_OUTPUT, FEATURES_OUTPUT = "gaze_cm", "features"  # names tinytracker.export writes
 ONNX_SPEC_FIELDS = ("face_size", "eye_size", "grey", "mean", "std")
 
 
@@ -49,11 +51,23 @@ class TorchRunner:
         self.spec = _spec(tuple(self.module.input_keys),
                           self.module.hparams.get("input_spec") or {}, f"checkpoint {path}")
 
+    @property
+    def has_features(self) -> bool:
+        return hasattr(self.module.net, "forward_with_features")
+
+    def _batch(self, inputs: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(np.ascontiguousarray(inputs[k]))[None]
+                for k in self.spec.inputs}
+
     @torch.no_grad()
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        batch = {k: torch.from_numpy(np.ascontiguousarray(inputs[k]))[None]
-                 for k in self.spec.inputs}
-        return self.module(batch)[0].double().numpy()
+        return self.module(self._batch(inputs))[0].double().numpy()
+
+    @torch.no_grad()
+    def with_features(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Gaze ``(2,)`` cm and the penultimate features ``(D,)`` of one sample."""
+        gaze, feats = self.module.forward_with_features(self._batch(inputs))
+        return gaze[0].double().numpy(), feats[0].double().numpy()
 
 
 class OnnxRunner:
@@ -71,14 +85,41 @@ class OnnxRunner:
             values = {k: json.loads(meta[k]) for k in ONNX_SPEC_FIELDS if k in meta}
         self.spec = _spec(tuple(i.name for i in self.session.get_inputs()), values,
                           f"ONNX file {path}")
+        self.has_features = FEATURES_OUTPUT in [o.name for o in self.session.get_outputs()]
+
+    def _feed(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: np.ascontiguousarray(inputs[k], dtype=np.float32)[None]
+                for k in self.spec.inputs}
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        feed = {k: np.ascontiguousarray(inputs[k], dtype=np.float32)[None]
-                for k in self.spec.inputs}
-        return np.asarray(self.session.run(None, feed)[0][0], dtype=np.float64)
+        gaze = self.session.run([GAZE_OUTPUT], self._feed(inputs))[0]
+        return np.asarray(gaze[0], dtype=np.float64)
+
+    def with_features(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Gaze ``(2,)`` cm and the ``features`` output ``(D,)`` (``export features=true``)."""
+        gaze, feats = self.session.run([GAZE_OUTPUT, FEATURES_OUTPUT], self._feed(inputs))
+        return np.asarray(gaze[0], dtype=np.float64), np.asarray(feats[0], dtype=np.float64)
 
 
-def load_runner(path: str | Path) -> Runner:
+class CalibratedRunner:
+    """A runner whose output is corrected by a person's saved calibration."""
+
+    def __init__(self, runner: TorchRunner | OnnxRunner, correction: Correction) -> None:
+        if correction.needs_features and not runner.has_features:
+            raise CalibrationError(
+                f"a kind={correction.kind} calibration needs the model's penultimate features, "
+                "which this model does not output (for an ONNX file: export it with "
+                "features=true)")
+        self.runner, self.correction, self.spec = runner, correction, runner.spec
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        if self.correction.needs_features:
+            gaze, feats = self.runner.with_features(inputs)
+            return self.correction.apply(gaze[None], feats[None])[0]
+        return self.correction.apply(self.runner(inputs)[None])[0]
+
+
+def load_runner(path: str | Path) -> TorchRunner | OnnxRunner:
     """A :class:`TorchRunner` for a checkpoint, an :class:`OnnxRunner` for ``*.onnx``."""
     path = Path(path).expanduser()
     if not path.is_file():

@@ -73,6 +73,12 @@ class Screen:
                        screen_y_px=y_pt * self.px_per_pt)
         return out
 
+    def to_camera(self, screen_x_cm: Any, screen_y_cm: Any) -> tuple[Any, Any]:
+        """Camera coordinates (cm) of a point given from the screen's top-left corner (cm);
+        the inverse of :meth:`locate`."""
+        return (screen_x_cm - self.camera_to_screen_x_cm,
+                -(screen_y_cm + self.camera_to_screen_y_cm))
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -468,6 +468,20 @@ class BrevitasNet(nn.Module):
         ]
         return self.output_quant(self.net(*quantized))
 
+    def forward_with_features(self, *inputs: torch.Tensor | None
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gaze ``(B, 2)`` in cm and the float net's penultimate features, as quantized
+        activations (for per-person calibration); ``forward`` is this pass's first output."""
+        if not hasattr(self.net, "forward_with_features"):
+            raise TypeError(f"{type(self.net).__name__} does not expose its penultimate "
+                            "features (forward_with_features)")
+        quantized = [
+            self.input_quant[k](x) if x is not None else None
+            for k, x in zip(self.input_keys, inputs, strict=False)
+        ]
+        gaze, feats = self.net.forward_with_features(*quantized)
+        return self.output_quant(gaze), feats
+
     @property
     def kernel_bits(self) -> dict[str, int]:
         """Weight width of each quantized layer, by name in this module (for ``footprint``)."""

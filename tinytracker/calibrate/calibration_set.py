@@ -1,0 +1,137 @@
+"""Fit corrections on captured calibration recordings: ``calibrate ... calibration_set=<dir>``.
+
+A calibration set is one or more recordings (one per person) in the raw GazeCapture layout,
+as :mod:`tinytracker.calibrate.capture` writes them, or already processed. Every frame of a
+recording calibrates that person (``points`` is not used: the capture chose the dots), whatever
+split its ``info.json`` names. Reported per person: the error before and after on the
+calibration frames themselves (in-sample), and leave-one-dot-out (each dot's frames corrected
+by a fit on the other dots), the honest estimate of what the correction does on new frames.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from tinytracker.calibrate.corrections import (
+    MIN_POINTS,
+    CalibrationError,
+    FitOptions,
+    check_points,
+    fit,
+)
+from tinytracker.calibrate.model_outputs import OnnxModel, checkpoint_outputs
+from tinytracker.calibrate.protocol import ModelOutputs
+from tinytracker.calibrate.saved import save_corrections
+from tinytracker.data.dataset import GazeDataset, SampleSpec
+from tinytracker.data.processed import DataFormatError, load_index
+from tinytracker.models.checkpoint import module_from_checkpoint
+
+log = logging.getLogger(__name__)
+
+SPEC_FIELDS = ("face_size", "eye_size", "grey", "mean", "std")
+
+
+def processed_set(root: Path, out_dir: Path) -> Path:
+    """``root`` itself when processed; else prepared once into ``out_dir``."""
+    if (root / "metadata.mat").is_file():
+        return root
+    if not root.is_dir() or not any(root.glob("*/frames.json")):
+        raise DataFormatError(f"calibration_set={root} holds neither metadata.mat nor raw "
+                              "recordings (NNNNN/frames.json, ...), as written by python -m "
+                              "tinytracker.calibrate.capture")
+    from tinytracker.data.prepare import prepare
+
+    target = out_dir / "calibration_set_processed"
+    prepare(root, target)
+    return target
+
+
+def _loader(processed: Path, input_spec: dict[str, Any], input_keys: tuple[str, ...],
+            batch_size: int) -> DataLoader:
+    values = {k: input_spec[k] for k in SPEC_FIELDS if input_spec.get(k) is not None}
+    dataset = GazeDataset(load_index(processed), SampleSpec(inputs=input_keys, **values))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False)
+
+
+def set_outputs(cfg: DictConfig, processed: Path, features: bool) -> tuple[ModelOutputs, str,
+                                                                            str]:
+    """The model's outputs on every frame of the set, its path and type."""
+    if cfg.ckpt_path and cfg.onnx_path:
+        raise CalibrationError("calibration_set= fits one model: give ckpt_path or onnx_path")
+    batch = int(cfg.data.eval_batch_size)
+    if cfg.ckpt_path:
+        module = module_from_checkpoint(cfg.ckpt_path)
+        loader = _loader(processed, dict(module.hparams.get("input_spec") or {}),
+                         tuple(module.input_keys), batch)
+        return checkpoint_outputs(module, loader, features), str(cfg.ckpt_path), "checkpoint"
+    onnx = OnnxModel(cfg.onnx_path, cfg.ort_optimization)
+    loader = _loader(processed, onnx.input_spec, onnx.input_keys, batch)
+    return onnx.outputs(loader, features), str(cfg.onnx_path), "onnx"
+
+
+def leave_one_dot_out(out: ModelOutputs, rows: np.ndarray, kind: str,
+                      options: FitOptions) -> np.ndarray:
+    """Per-frame error of each dot's frames under a fit on the other dots (NaN: no fit)."""
+    dots = np.unique(out.target_cm[rows].round(4), axis=0, return_inverse=True)[1].reshape(-1)
+    errors = np.full(len(rows), np.nan)
+    feats = out.features
+    for dot in np.unique(dots):
+        train, test = rows[dots != dot], rows[dots == dot]
+        if len(train) < MIN_POINTS[kind]:
+            continue
+        try:
+            corr = fit(kind, out.gaze_cm[train], out.target_cm[train],
+                       None if feats is None else feats[train], options)
+        except CalibrationError:
+            continue
+        corrected = corr.apply(out.gaze_cm[test], None if feats is None else feats[test])
+        errors[dots == dot] = np.linalg.norm(corrected - out.target_cm[test], axis=1)
+    return errors
+
+
+def calibrate_set(cfg: DictConfig, out_dir: Path, options: FitOptions) -> dict[str, Any]:
+    processed = processed_set(Path(cfg.calibration_set).expanduser(), out_dir)
+    out, model_path, model_type = set_outputs(cfg, processed, cfg.kind in ("ridge", "svr"))
+    corrections, per_subject = {}, {}
+    for rec in out.subjects():
+        rows = out.rows_of(rec)
+        try:
+            check_points(cfg.kind, len(rows))
+            corr = fit(cfg.kind, out.gaze_cm[rows], out.target_cm[rows],
+                       None if out.features is None else out.features[rows], options)
+        except CalibrationError as err:
+            raise CalibrationError(f"calibration_set recording {rec:05d} ({len(rows)} frames): "
+                                   f"{err}") from err
+        corrections[rec] = corr
+        feats = None if out.features is None else out.features[rows]
+        after = np.linalg.norm(corr.apply(out.gaze_cm[rows], feats) - out.target_cm[rows], axis=1)
+        lodo = leave_one_dot_out(out, rows, cfg.kind, options)
+        per_subject[f"{rec:05d}"] = {
+            "frames": int(len(rows)),
+            "dots": int(len(np.unique(out.target_cm[rows].round(4), axis=0))),
+            "error_cm_before": float(np.linalg.norm(out.gaze_cm[rows] - out.target_cm[rows],
+                                                    axis=1).mean()),
+            "error_cm_after_in_sample": float(after.mean()),
+            "error_cm_after_leave_one_dot_out": (float(np.nanmean(lodo))
+                                                 if np.isfinite(lodo).any() else None),
+        }
+    path = save_corrections(out_dir / "corrections.json", corrections, model_path, model_type,
+                            cfg.kind, None)
+    result = {"mode": "calibration_set", "calibration_set": str(cfg.calibration_set),
+              "kind": cfg.kind, "model": {"path": model_path, "type": model_type},
+              "subjects": len(corrections), "per_subject": per_subject,
+              "corrections": str(path)}
+    (out_dir / "calibration.json").write_text(json.dumps(result, indent=1) + "\n")
+    for rec, row in per_subject.items():
+        log.info("recording %s: %d frames, %d dots: error %.3f cm -> %.3f in sample, %s "
+                 "leave-one-dot-out", rec, row["frames"], row["dots"], row["error_cm_before"],
+                 row["error_cm_after_in_sample"], row["error_cm_after_leave_one_dot_out"])
+    log.info("corrections written to %s", path)
+    return result
