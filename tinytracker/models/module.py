@@ -13,8 +13,9 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from torch import nn
+from torchmetrics import MeanMetric
 
-from tinytracker.models.metrics import EuclideanErrorCm
+from tinytracker.models.metrics import EuclideanErrorCm, FrameCount
 
 
 class GazeModule(L.LightningModule):
@@ -41,6 +42,9 @@ class GazeModule(L.LightningModule):
         self.train_error = EuclideanErrorCm()
         self.val_error = EuclideanErrorCm()
         self.test_error = EuclideanErrorCm()
+        self.train_loss = MeanMetric()
+        self.val_frames = FrameCount()  # frames evaluated, summed across DDP ranks
+        self.test_frames = FrameCount()
         self.val_best = float("inf")
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -61,15 +65,14 @@ class GazeModule(L.LightningModule):
         loss = self.loss_fn(pred, target)
         metric.update(pred.detach(), target)
         bs = target.shape[0]
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=stage == "train",
-            on_epoch=True,
-            prog_bar=stage == "train",
-            batch_size=bs,
-            sync_dist=stage != "train",
-        )
+        if stage == "train":
+            # a metric: the epoch mean is reduced across DDP ranks, steps stay local (no
+            # collective per step as sync_dist would add)
+            self.train_loss(loss.detach(), bs)
+            self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True,
+                     batch_size=bs)
+        else:
+            self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=bs, sync_dist=True)
         self.log(
             f"{stage}/error_cm", metric, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs
         )
@@ -80,12 +83,20 @@ class GazeModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, self.val_error, "val")
+        self._count(batch, self.val_frames, "val")
 
     def test_step(self, batch, batch_idx):
         self._step(batch, self.test_error, "test")
+        self._count(batch, self.test_frames, "test")
+
+    def _count(self, batch: dict[str, torch.Tensor], metric: FrameCount, stage: str) -> None:
+        metric.update(batch["gaze_cm"])
+        self.log(f"{stage}/frames", metric, on_step=False, on_epoch=True)
 
     def predict_step(self, batch, batch_idx):
-        return self(batch)
+        """Predictions with the ids and targets of their frames (``tinytracker.evaluate``)."""
+        return {"pred_cm": self(batch).float(), "gaze_cm": batch["gaze_cm"],
+                "rec_num": batch["rec_num"], "frame_index": batch["frame_index"]}
 
     def configure_optimizers(self):
         opt_cfg = dict(self.hparams.optimizer or {"_target_": "torch.optim.Adam", "lr": 1e-3})
