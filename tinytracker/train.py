@@ -61,6 +61,7 @@ def build_module(cfg: DictConfig) -> GazeModule:
         scheduler=model_cfg.get("scheduler"),
         scheduler_interval=model_cfg.get("scheduler_interval", "epoch"),
         input_spec={k: OmegaConf.select(cfg.data, k) for k in INPUT_SPEC_KEYS},
+        channels_last=bool(model_cfg.get("channels_last", False)),
     )
 
 
