@@ -14,6 +14,7 @@ import torch
 
 from tests.conftest import SMALL_DATA, run_module
 from tinytracker.data.datamodule import GazeDataModule
+from tinytracker.data.dataset import collate
 from tinytracker.data.processed import DataFormatError, crop_path, load_index
 
 # SMALL_DATA's synthetic set, so the session cache is shared with the end-to-end tests.
@@ -39,8 +40,7 @@ def _dm(cache_dir: Path, fmt: str, root: Path | None = None, **kw) -> GazeDataMo
 
 def _batches(dm: GazeDataModule, split: str, seed: int = 0) -> list[dict[str, torch.Tensor]]:
     torch.manual_seed(seed)  # the train loader's shuffling
-    loader = {"train": dm.train_dataloader, "test": dm.test_dataloader}[split]()
-    return list(loader)
+    return list(getattr(dm, f"{split}_dataloader")())
 
 
 def _assert_identical(a: list[dict], b: list[dict]) -> None:
@@ -59,6 +59,9 @@ def test_packed_and_jpeg_batches_are_identical(cache_dir, model):
     assert type(packed.datasets["train"]).__name__ == "PackedDataset"
     for split in ("train", "test"):
         _assert_identical(_batches(jpeg, split), _batches(packed, split))
+    rows = [5, 0, 3]  # a batch assembled at once (DataLoader's __getitems__) == stacked samples
+    whole = packed.datasets["val"].__getitems__(rows)
+    _assert_identical([whole], [collate([jpeg.datasets["val"][i] for i in rows])])
 
 
 def test_packed_path_still_augments_on_the_fly(cache_dir):
@@ -119,6 +122,7 @@ def test_unreadable_crop_fails_naming_it_or_is_skipped_like_jpeg(cache_dir, proc
     a, b = jpeg.datasets[split], packed.datasets[split]
     _assert_identical([a[i] for i in range(len(a))], [b[i] for i in range(len(b))])
     assert a.bad_count == b.bad_count == 1  # replaced by the next frame, in both paths
+    _assert_identical(_batches(jpeg, split), _batches(packed, split))
 
 
 def test_pack_command_then_training_reads_the_pack(tmp_path, cache_dir):

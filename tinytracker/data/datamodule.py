@@ -27,7 +27,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from tinytracker.data import packed
-from tinytracker.data.dataset import IMAGE_FIELDS, GazeDataset, SampleSpec
+from tinytracker.data.dataset import IMAGE_FIELDS, GazeDataset, SampleSpec, collate
 from tinytracker.data.processed import (
     LAYOUT_HELP,
     DataFormatError,
@@ -252,6 +252,7 @@ class GazeDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             drop_last=False,
+            collate_fn=collate,
         )
 
     def _eval_sampler(self, split: str) -> UnrepeatedDistributedSampler | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from tinytracker.data.geometry import face_grid_mask, grid_embedding
 from tinytracker.data.processed import DataFormatError, ProcessedIndex, crop_path
@@ -133,6 +133,12 @@ class GazeDataset(Dataset):
         idx = self.index
         return load_resized_crop(idx.root, int(idx.rec_num[i]), int(idx.frame_index[i]), name,
                                  size)
+
+
+def collate(batch: list[dict[str, torch.Tensor]] | dict[str, torch.Tensor]):
+    """DataLoader ``collate_fn``: stacks samples, and passes through a batch that a dataset's
+    ``__getitems__`` (the packed format) already assembled."""
+    return batch if isinstance(batch, dict) else default_collate(batch)
 
 
 def input_shapes(spec: SampleSpec) -> dict[str, tuple[int, ...]]:

@@ -46,17 +46,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from tinytracker.data.dataset import GazeDataset, SampleSpec, load_resized_crop
+from tinytracker.data.dataset import IMAGE_FIELDS, GazeDataset, SampleSpec, load_resized_crop
+from tinytracker.data.geometry import face_grid_mask, grid_embedding
 from tinytracker.data.processed import (
     CROP_FOLDERS,
     SPLITS,
     DataFormatError,
     ProcessedIndex,
 )
-from tinytracker.data.transforms import AugmentConfig
+from tinytracker.data.transforms import AugmentConfig, to_tensor_layout_batch
 
 log = logging.getLogger(__name__)
 
@@ -265,9 +267,25 @@ class PackedSplit:
         shard = int(np.searchsorted(self.starts, row, side="right")) - 1
         return np.array(self._open()[name][shard][row - self.starts[shard]])
 
+    def rows(self, rows: list[int], name: str) -> np.ndarray:
+        """The uint8 ``(len(rows), S, S, 3)`` crops ``name`` of ``rows``, in that order."""
+        size = self.fields[name]
+        out = np.empty((len(rows), size, size, 3), dtype=np.uint8)
+        shards = np.searchsorted(self.starts, rows, side="right") - 1
+        maps = self._open()[name]
+        for k, (row, shard) in enumerate(zip(rows, shards, strict=True)):
+            out[k] = maps[shard][row - self.starts[shard]]
+        return out
+
 
 class PackedDataset(GazeDataset):
-    """:class:`GazeDataset` whose resized crops come from a pack instead of JPEG files."""
+    """:class:`GazeDataset` whose resized crops come from a pack instead of JPEG files.
+
+    Besides per-sample access it assembles whole batches (``__getitems__``, which PyTorch's
+    DataLoader calls with a batch of indices): one copy from the maps per crop and one
+    vectorised normalisation per batch, with the values of stacking ``__getitem__`` samples
+    (tested) and augmentation still per sample, in the same order.
+    """
 
     def __init__(self, index: ProcessedIndex, packed: PackedSplit, spec: SampleSpec,
                  augment: AugmentConfig | None = None, skip_bad: bool = False) -> None:
@@ -275,11 +293,40 @@ class PackedDataset(GazeDataset):
         if len(packed) != len(index):
             raise DataFormatError(f"{packed.path} holds {len(packed)} '{packed.split}' frames "
                                   f"but {index.root / 'metadata.mat'} lists {len(index)}")
+        self.images = tuple(n for n in IMAGE_FIELDS if n in spec.inputs)
+        for name in self.images:
+            if packed.fields.get(name) != spec.image_size(name):
+                raise DataFormatError(f"{packed.path} holds {name} at "
+                                      f"{packed.fields.get(name)} px, the model needs "
+                                      f"{spec.image_size(name)}")
         self.packed = packed
 
     def _image(self, i: int, name: str, size: int) -> np.ndarray:
-        if self.packed.fields.get(name) != size:
-            raise DataFormatError(f"{self.packed.path} holds {name} at "
-                                  f"{self.packed.fields.get(name)} px, the model needs {size}")
         return self.packed.image(i, name)  # an unreadable row's error names its JPEG
 
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor] | list:
+        rows = [int(i) for i in indices]
+        if any(r in self.packed.bad for r in rows):  # __getitem__ replaces unreadable frames
+            return [self[r] for r in rows]
+        spec, idx = self.spec, self.index
+        images = {name: self.packed.rows(rows, name) for name in self.images}
+        if self.augment is not None:  # sample by sample, field by field, as __getitem__
+            for k in range(len(rows)):
+                for batch in images.values():
+                    batch[k] = self.augment(image=batch[k])["image"]
+        out = {
+            "gaze_cm": torch.from_numpy(idx.gaze_cm[rows]),
+            "face_grid": torch.from_numpy(np.stack([face_grid_mask(g)
+                                                    for g in idx.face_grid[rows]])),
+            "rec_num": torch.from_numpy(idx.rec_num[rows]),
+            "frame_index": torch.from_numpy(idx.frame_index[rows]),
+        }
+        for name, batch in images.items():
+            grey = spec.grey and name == "face"
+            out[name] = torch.from_numpy(to_tensor_layout_batch(batch, grey, spec.mean, spec.std))
+        if "grid_embedding" in spec.inputs:
+            emb = np.empty((len(rows), 2, spec.face_size, spec.face_size), dtype=np.float32)
+            for k, grid in enumerate(idx.face_grid[rows]):
+                grid_embedding(grid, spec.face_size, spec.face_size, out=emb[k])
+            out["grid_embedding"] = torch.from_numpy(emb)
+        return out
