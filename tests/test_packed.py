@@ -53,10 +53,12 @@ def _assert_identical(a: list[dict], b: list[dict]) -> None:
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
-def test_packed_and_jpeg_batches_are_identical(cache_dir, model):
+def test_packed_and_jpeg_batches_are_identical(cache_dir, tmp_path, model):
     jpeg = _dm(cache_dir, "jpeg", **MODELS[model])
-    packed = _dm(cache_dir, "packed", **MODELS[model])
+    packed = _dm(cache_dir, "packed", pack_shard_mb=1, packed_dir=str(tmp_path),  # 1 MB shards
+                 **MODELS[model])
     assert type(packed.datasets["train"]).__name__ == "PackedDataset"
+    assert len(packed.datasets["train"].packed.files) > 1
     for split in ("train", "test"):
         _assert_identical(_batches(jpeg, split), _batches(packed, split))
     rows = [5, 0, 3]  # a batch assembled at once (DataLoader's __getitems__) == stacked samples
