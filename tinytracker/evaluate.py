@@ -37,12 +37,17 @@ def device_type(device_name: str) -> str:
     return "tablet" if "ipad" in device_name.lower() else "phone"
 
 
-def predict_split(trainer: L.Trainer, module: GazeModule, loader) -> dict[str, np.ndarray]:
+def predict_split(module: GazeModule, loader,
+                  trainer: L.Trainer | None = None) -> dict[str, np.ndarray]:
     """Predictions, targets and ids for every sample of a loader, in the loader's order.
 
-    Runs ``trainer.predict``, so ``trainer=ddp`` spreads the frames over processes (each frame
-    on one rank, Lightning's unrepeated sampler); every rank then holds all predictions.
+    Runs ``trainer.predict`` (default: one CPU process), so ``trainer=ddp`` spreads the frames
+    over processes (each frame on one rank, Lightning's unrepeated sampler); every rank then
+    holds all predictions.
     """
+    if trainer is None:
+        trainer = L.Trainer(accelerator="cpu", devices=1, logger=False,
+                            enable_checkpointing=False, enable_model_summary=False)
     batches = trainer.predict(module, dataloaders=loader, return_predictions=True) or []
     keys = {"pred": "pred_cm", "target": "gaze_cm", "rec": "rec_num", "frame": "frame_index"}
     local = {k: np.concatenate([b[v].float().numpy() if k in ("pred", "target") else
@@ -158,7 +163,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False,
                                      enable_model_summary=False)
     check_launch(trainer)
-    pred = predict_split(trainer, module, loader)
+    pred = predict_split(module, loader, trainer)
     metrics: dict[str, Any] = error_breakdown(pred, datamodule.index.devices_by_rec(),
                                               cfg.split)
     metrics["baseline/mean_predictor_error_cm"] = datamodule.mean_predictor_error_cm(cfg.split)
