@@ -26,12 +26,20 @@ def _wandb_default_mode() -> str:
     return "online" if os.environ.get("WANDB_SWEEP_ID") else "offline"
 
 
+def _process_log_suffix() -> str:
+    from tinytracker.distributed import process_log_suffix
+
+    return process_log_suffix()
+
+
 def register_resolvers() -> None:
     """Resolvers used in ``conf/`` (idempotent)."""
     if not OmegaConf.has_resolver("channels"):
         OmegaConf.register_new_resolver("channels", _channels)
     if not OmegaConf.has_resolver("wandb_default_mode"):
         OmegaConf.register_new_resolver("wandb_default_mode", _wandb_default_mode)
+    if not OmegaConf.has_resolver("process_log_suffix"):
+        OmegaConf.register_new_resolver("process_log_suffix", _process_log_suffix)
 
 
 register_resolvers()

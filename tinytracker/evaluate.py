@@ -2,7 +2,9 @@
 
 Writes into its run directory ``metrics.json`` (overall error, error per device and per
 device type where the data says which device recorded each frame), ``predictions.csv``, and
-``error_by_screen_position.png``: where on the screen the model is worst.
+``error_by_screen_position.png``: where on the screen the model is worst. Runs through a
+Lightning ``Trainer`` (``trainer=...``, as in training): on a GPU with ``trainer=gpu``, over
+several processes with ``trainer=ddp trainer.devices=N``.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
-from tqdm import tqdm
 
 from tinytracker.config import register_resolvers
+from tinytracker.distributed import check_launch
 from tinytracker.models.checkpoint import module_from_checkpoint
 from tinytracker.models.module import GazeModule
 from tinytracker.tracking import write_metrics
@@ -34,17 +37,39 @@ def device_type(device_name: str) -> str:
     return "tablet" if "ipad" in device_name.lower() else "phone"
 
 
-@torch.no_grad()
-def predict_split(module: GazeModule, loader) -> dict[str, np.ndarray]:
-    """Predictions, targets and ids for every sample of a loader."""
-    out: dict[str, list[np.ndarray]] = {"pred": [], "target": [], "rec": [], "frame": []}
-    module.eval()
-    for batch in tqdm(loader, desc="evaluating", unit="batch"):
-        out["pred"].append(module(batch).float().numpy())
-        out["target"].append(batch["gaze_cm"].numpy())
-        out["rec"].append(batch["rec_num"].numpy())
-        out["frame"].append(batch["frame_index"].numpy())
-    return {k: np.concatenate(v) for k, v in out.items()}
+def predict_split(module: GazeModule, loader,
+                  trainer: L.Trainer | None = None) -> dict[str, np.ndarray]:
+    """Predictions, targets and ids for every sample of a loader, in the loader's order.
+
+    Runs ``trainer.predict`` (default: one CPU process), so ``trainer=ddp`` spreads the frames
+    over processes (each frame on one rank, Lightning's unrepeated sampler); every rank then
+    holds all predictions.
+    """
+    if trainer is None:
+        trainer = L.Trainer(accelerator="cpu", devices=1, logger=False,
+                            enable_checkpointing=False, enable_model_summary=False)
+    batches = trainer.predict(module, dataloaders=loader, return_predictions=True) or []
+    keys = {"pred": "pred_cm", "target": "gaze_cm", "rec": "rec_num", "frame": "frame_index"}
+    local = {k: np.concatenate([b[v].float().numpy() if k in ("pred", "target") else
+                                b[v].numpy() for b in batches]) for k, v in keys.items()}
+    if trainer.world_size > 1:
+        parts: list = [None] * trainer.world_size
+        torch.distributed.all_gather_object(parts, local)
+        local = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    return _in_dataset_order(local, loader.dataset.index)
+
+
+def _in_dataset_order(pred: dict[str, np.ndarray], index) -> dict[str, np.ndarray]:
+    """Reorder gathered predictions to the split's row order; every frame exactly once."""
+    row_of = {(int(r), int(f)): i for i, (r, f) in
+              enumerate(zip(index.rec_num, index.frame_index, strict=True))}
+    rows = np.array([row_of.get((int(r), int(f)), -1) for r, f in
+                     zip(pred["rec"], pred["frame"], strict=True)], dtype=np.int64)
+    if len(rows) != len(row_of) or (rows < 0).any() or len(np.unique(rows)) != len(rows):
+        raise RuntimeError(f"evaluation saw {len(rows)} predictions ({len(np.unique(rows))} "
+                           f"distinct frames) for a split of {len(row_of)} frames")
+    order = np.argsort(rows)
+    return {k: v[order] for k, v in pred.items()}
 
 
 def error_breakdown(pred: dict[str, np.ndarray], devices: dict[int, str],
@@ -135,17 +160,23 @@ def spec_data(data_cfg: DictConfig, input_spec: dict[str, Any] | None,
 def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     module = module_from_checkpoint(cfg.ckpt_path)
     datamodule, loader = checkpoint_data(cfg.data, module, cfg.split)
-    pred = predict_split(module, loader)
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False,
+                                     enable_model_summary=False)
+    check_launch(trainer)
+    pred = predict_split(module, loader, trainer)
     metrics: dict[str, Any] = error_breakdown(pred, datamodule.index.devices_by_rec(),
                                               cfg.split)
     metrics["baseline/mean_predictor_error_cm"] = datamodule.mean_predictor_error_cm(cfg.split)
     metrics["checkpoint"] = str(cfg.ckpt_path)
     metrics["data/name"] = cfg.data.name
-    write_predictions(pred, out_dir / "predictions.csv")
-    plot_error_by_position(pred, out_dir / "error_by_screen_position.png", cfg.heatmap_cell_cm)
-    write_metrics(out_dir / "metrics.json", metrics)
-    for key in sorted(metrics):
-        log.info("%s: %s", key, metrics[key])
+    metrics["evaluate/processes"] = trainer.world_size
+    if trainer.is_global_zero:
+        write_predictions(pred, out_dir / "predictions.csv")
+        plot_error_by_position(pred, out_dir / "error_by_screen_position.png",
+                               cfg.heatmap_cell_cm)
+        write_metrics(out_dir / "metrics.json", metrics)
+        for key in sorted(metrics):
+            log.info("%s: %s", key, metrics[key])
     return metrics
 
 

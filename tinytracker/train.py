@@ -27,6 +27,7 @@ from tinytracker.config import (
     validate_train_config,
 )
 from tinytracker.data.dataset import input_shapes
+from tinytracker.distributed import check_launch
 from tinytracker.models.checkpoint import CheckpointError, load_checkpoint
 from tinytracker.models.footprint import footprint
 from tinytracker.models.module import GazeModule
@@ -60,6 +61,7 @@ def build_module(cfg: DictConfig) -> GazeModule:
         scheduler=model_cfg.get("scheduler"),
         scheduler_interval=model_cfg.get("scheduler_interval", "epoch"),
         input_spec={k: OmegaConf.select(cfg.data, k) for k in INPUT_SPEC_KEYS},
+        channels_last=bool(model_cfg.get("channels_last", False)),
     )
 
 
@@ -99,6 +101,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = _instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      **trainer_overrides)
+    check_launch(trainer)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     start_wandb(loggers)
     for lg in loggers:
@@ -133,6 +136,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         metrics["time/test_s"] = time.perf_counter() - t_test
         metrics["test/error_cm"] = float(results[0]["test/error_cm"])
+        metrics["test/frames"] = int(results[0]["test/frames"])
         metrics["baseline/mean_predictor_error_cm"] = datamodule.mean_predictor_error_cm("test")
 
     # A quantized net declares the bit width of each weight kernel (kernel_bits).

@@ -153,15 +153,16 @@ def _packed_loading(cfg, module, args: BenchmarkArgs, results: dict[str, Any]) -
     """The packed data path's figures, where this version has one (``data.format=packed``)."""
     if "format" not in cfg.data:
         return {}
-    from tinytracker.data.dataset import GazeDataset  # noqa: F401 - same dataset API
-
-    packed_cfg = train_config([*args.overrides, "data.format=packed"])
-    dm = instantiate(packed_cfg.data, _convert_="all")
-    dm.set_inputs(module.input_keys)
-    dm.prepare_data()
-    dm.setup("fit")
-    train_set = dm.datasets["train"]
-    plain = type(train_set)(train_set.index, train_set.spec, None)
+    sets = {}
+    for augment in ("true", "false"):  # the same pack, read with and without augmentation
+        packed_cfg = train_config([*args.overrides, "data.format=packed",
+                                   f"data.augment.enabled={augment}"])
+        dm = instantiate(packed_cfg.data, _convert_="all")
+        dm.set_inputs(module.input_keys)
+        dm.prepare_data()
+        dm.setup("fit")
+        sets[augment] = dm.datasets["train"]
+    train_set, plain = sets["true"], sets["false"]
     out = loading_figures("packed", train_set, plain, args.data_samples, args.repeats,
                           results["train/lightning/samples_per_s"])
     out["data/packed_over_jpeg"] = (out["data/packed/samples_per_s_per_core"]

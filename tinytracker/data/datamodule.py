@@ -5,6 +5,10 @@ directory on first use, then runs the same ``prepare`` and loader code as real d
 ``source="gazecapture"`` reads ``root``: a processed directory (``metadata.mat`` + crops, as
 written by the public iTracker script or by ours) loads as is; a raw directory is prepared
 once into ``processed_dir``.
+
+``format="packed"`` reads the crops from a pack (:mod:`tinytracker.data.packed`) instead of
+decoding JPEGs; the pack is built on first use, and rebuilt when the processed data or the
+image sizes change.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
-from tinytracker.data.dataset import IMAGE_FIELDS, GazeDataset, SampleSpec
+from tinytracker.data import packed
+from tinytracker.data.dataset import IMAGE_FIELDS, GazeDataset, SampleSpec, collate
 from tinytracker.data.processed import (
     LAYOUT_HELP,
     DataFormatError,
@@ -34,6 +40,7 @@ from tinytracker.data.transforms import AugmentConfig
 log = logging.getLogger(__name__)
 
 SOURCES = ("synthetic", "gazecapture")
+FORMATS = ("jpeg", "packed")
 
 
 class GazeDataModule(L.LightningDataModule):
@@ -59,10 +66,17 @@ class GazeDataModule(L.LightningDataModule):
         skip_bad: bool = False,
         augment: dict[str, Any] | None = None,
         seed: int = 0,
+        format: str = "jpeg",
+        packed_dir: str | None = None,
+        pack_shard_mb: int = 1024,
     ) -> None:
         super().__init__()
         if source not in SOURCES:
             raise ValueError(f"data.source must be one of {SOURCES}, got {source!r}")
+        if format not in FORMATS:
+            raise ValueError(f"data.format must be one of {FORMATS}, got {format!r}")
+        if pack_shard_mb <= 0:
+            raise ValueError(f"data.pack_shard_mb must be > 0, got {pack_shard_mb}")
         if batch_size <= 0:
             raise ValueError(f"data.batch_size must be > 0, got {batch_size}")
         self.name = name
@@ -80,6 +94,9 @@ class GazeDataModule(L.LightningDataModule):
         self.skip_bad = skip_bad
         self.augment = AugmentConfig(**(augment or {}))
         self.seed = seed
+        self.format = format
+        self.packed_dir = packed_dir
+        self.pack_shard_mb = pack_shard_mb
         self.index: ProcessedIndex | None = None
         self.datasets: dict[str, GazeDataset] = {}
         self.skipped_missing = 0
@@ -119,7 +136,14 @@ class GazeDataModule(L.LightningDataModule):
 
     # ----------------------------------------------------------------- Lightning hooks
     def prepare_data(self) -> None:
-        """Generate (synthetic) and prepare (raw layout) once; later runs reuse the cache."""
+        """Generate (synthetic), prepare (raw layout) and pack (``format=packed``) once; later
+        runs reuse the cache."""
+        self.prepare_processed()
+        if self.format == "packed":
+            self.ensure_pack(self.filtered_index())
+
+    def prepare_processed(self) -> None:
+        """The processed layout (``metadata.mat`` + crops), generated or prepared if missing."""
         target = self.processed_root
         if (target / "metadata.mat").is_file() and self.source == "gazecapture":
             return
@@ -157,6 +181,22 @@ class GazeDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.index is not None:
             return
+        index = self.filtered_index()
+        pack = self.ensure_pack(index) if self.format == "packed" else None
+        self.index = index
+        for split in ("train", "val", "test"):
+            part = index.split_of(split)
+            if len(part) == 0:
+                raise DataFormatError(f"{index.root / 'metadata.mat'} has no '{split}' frames")
+            augment = self.augment if split == "train" else None
+            if pack is None:
+                self.datasets[split] = GazeDataset(part, self.spec, augment, self.skip_bad)
+            else:
+                self.datasets[split] = packed.PackedDataset(
+                    part, packed.PackedSplit(pack, split), self.spec, augment, self.skip_bad)
+
+    def filtered_index(self) -> ProcessedIndex:
+        """``metadata.mat`` of the processed data, less frames without crops (``skip_bad``)."""
         index = load_index(self.processed_root)
         fields = tuple(f for f in IMAGE_FIELDS if f in self.spec.inputs)
         missing = find_missing_files(index, fields)
@@ -170,24 +210,66 @@ class GazeDataModule(L.LightningDataModule):
             log.warning("%s; skipping them (data.skip_bad=true)", msg)
             self.skipped_missing = int(missing.sum())
             index = index.select(~missing)
-        self.index = index
-        for split in ("train", "val", "test"):
-            part = index.split_of(split)
-            if len(part) == 0:
-                raise DataFormatError(f"{index.root / 'metadata.mat'} has no '{split}' frames")
-            augment = self.augment if split == "train" else None
-            self.datasets[split] = GazeDataset(part, self.spec, augment, self.skip_bad)
+        return index
+
+    # ----------------------------------------------------------------- packed format
+    @property
+    def pack_root(self) -> Path:
+        """``data.packed_dir``, or beside the processed data when it is our cache."""
+        if self.packed_dir:
+            return Path(self.packed_dir).expanduser()
+        processed = self.processed_root
+        if processed.resolve().is_relative_to(self.cache_dir.resolve()):
+            return processed.parent / "packed"
+        return self.cache_dir / "packed" / _slug(processed)
+
+    def ensure_pack(self, index: ProcessedIndex, force: bool = False,
+                    progress: bool = True) -> Path:
+        """Path of an up-to-date pack of ``index`` for this model's inputs, built if needed."""
+        fields = packed.pack_fields(self.spec)
+        path = self.pack_root / packed.pack_name(fields)
+        expected = packed.fingerprint(index, fields)
+        if not force and packed.stale_reason(path, expected) is None:
+            return path
+        with _file_lock(self.pack_root / ".lock"):
+            reason = "forced" if force else packed.stale_reason(path, expected)
+            if reason is None:  # another process packed it while we waited
+                return path
+            if reason != "absent":
+                log.warning("pack %s is stale (%s); rebuilding it", path, reason)
+            log.info("packing %s into %s", index.root, path)
+            packed.build_pack(index, fields, path, expected, self.pack_shard_mb,
+                              self.num_workers, self.skip_bad, progress)
+        return path
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
             shuffle=shuffle,
+            sampler=None if split == "train" else self._eval_sampler(split),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             drop_last=False,
+            collate_fn=collate,
         )
+
+    def _eval_sampler(self, split: str) -> UnrepeatedDistributedSampler | None:
+        """Under DDP, each validation/test frame on exactly one rank.
+
+        Lightning's default DistributedSampler pads every rank to the same length by repeating
+        frames, which would count some frames twice in a distributed test error; this sampler
+        gives ranks one frame more or less instead (the metrics sum errors and counts across
+        ranks, so the result equals the single-process one). Training keeps Lightning's
+        sampler (``trainer.use_distributed_sampler``): there even batches matter, a repeated
+        frame does not.
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        return UnrepeatedDistributedSampler(self.datasets[split], num_replicas=trainer.world_size,
+                                            rank=trainer.global_rank, shuffle=False)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

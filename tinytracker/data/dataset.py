@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from tinytracker.data.geometry import face_grid_mask, grid_embedding
 from tinytracker.data.processed import DataFormatError, ProcessedIndex, crop_path
@@ -41,6 +42,10 @@ class SampleSpec:
     mean: float = 0.5
     std: float = 0.5
 
+    def image_size(self, name: str) -> int:
+        """Side in pixels of the image field ``name`` (``face`` or an eye)."""
+        return self.face_size if name == "face" else self.eye_size
+
 
 def decode_jpeg(path) -> np.ndarray:
     """Read a JPEG as RGB uint8, raising :class:`DataFormatError` naming the file."""
@@ -51,6 +56,15 @@ def decode_jpeg(path) -> np.ndarray:
     if image is None:
         raise DataFormatError(f"{path} is not a readable JPEG image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def load_resized_crop(root: Path, rec: int, frame: int, name: str, size: int) -> np.ndarray:
+    """The stored crop ``name`` of one frame, decoded and resized to ``size``: RGB uint8.
+
+    The one place where crops become model-sized pixels: the JPEG path calls it per sample,
+    ``tinytracker.data.pack`` once per frame, so both paths feed identical pixels.
+    """
+    return resize(decode_jpeg(crop_path(root, rec, frame, name)), size)
 
 
 class GazeDataset(Dataset):
@@ -104,9 +118,7 @@ class GazeDataset(Dataset):
         for name in IMAGE_FIELDS:
             if name not in spec.inputs:
                 continue
-            image = decode_jpeg(crop_path(idx.root, rec, frame, name))
-            size = spec.face_size if name == "face" else spec.eye_size
-            image = resize(image, size)
+            image = self._image(i, name, spec.image_size(name))
             if self.augment is not None:
                 image = self.augment(image=image)["image"]
             grey = spec.grey and name == "face"
@@ -115,6 +127,18 @@ class GazeDataset(Dataset):
             emb = grid_embedding(grid, spec.face_size, spec.face_size)
             sample["grid_embedding"] = torch.from_numpy(emb)
         return sample
+
+    def _image(self, i: int, name: str, size: int) -> np.ndarray:
+        """RGB uint8 ``size x size`` pixels of field ``name`` of row ``i``, before augmentation."""
+        idx = self.index
+        return load_resized_crop(idx.root, int(idx.rec_num[i]), int(idx.frame_index[i]), name,
+                                 size)
+
+
+def collate(batch: list[dict[str, torch.Tensor]] | dict[str, torch.Tensor]):
+    """DataLoader ``collate_fn``: stacks samples, and passes through a batch that a dataset's
+    ``__getitems__`` (the packed format) already assembled."""
+    return batch if isinstance(batch, dict) else default_collate(batch)
 
 
 def input_shapes(spec: SampleSpec) -> dict[str, tuple[int, ...]]:

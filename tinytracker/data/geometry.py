@@ -15,6 +15,7 @@ Conventions follow the public GazeCapture release (CSAILVision/GazeCapture):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -50,35 +51,48 @@ def face_grid_mask(params: Sequence[float], grid_size: int = FACE_GRID_SIZE) -> 
     use of the 1-based ``X``/``Y`` against 0-based cell indices, so models trained with it
     and checkpoints converted from it see the same input.
     """
-    x, y, w, h = (float(p) for p in params)
+    return _face_grid_mask(tuple(float(p) for p in params), grid_size).copy()
+
+
+@lru_cache(maxsize=16384)  # a data loader sees the same few thousand boxes again and again
+def _face_grid_mask(params: tuple[float, ...], grid_size: int) -> np.ndarray:
+    x, y, w, h = params
     idx = np.arange(grid_size * grid_size)
     inds_y = idx // grid_size
     inds_x = idx % grid_size
     cond_x = (inds_x >= x) & (inds_x < x + w)
     cond_y = (inds_y >= y) & (inds_y < y + h)
-    return (cond_x & cond_y).astype(np.float32)
+    mask = (cond_x & cond_y).astype(np.float32)
+    mask.flags.writeable = False
+    return mask
 
 
 def grid_embedding(
-    params: Sequence[float], height: int, width: int, grid_size: int = FACE_GRID_SIZE
+    params: Sequence[float], height: int, width: int, grid_size: int = FACE_GRID_SIZE,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """2-channel ``(2, height, width)`` float32 embedding of where the face crop sits in the frame.
 
     Channel 0 varies along x, channel 1 along y. The left edge of the face-grid box maps to
     ``2 * (X - 1) / grid_size - 1`` and the right edge to ``2 * (X - 1 + W) / grid_size - 1``
-    (likewise for y), so a face filling the whole frame spans exactly [-1, 1].
+    (likewise for y), so a face filling the whole frame spans exactly [-1, 1]. ``out``: an
+    array to fill instead of a new one (a batch slice).
     """
     x, y, w, h = (float(p) for p in params)
-    x0 = 2.0 * (x - 1.0) / grid_size - 1.0
-    x1 = 2.0 * (x - 1.0 + w) / grid_size - 1.0
-    y0 = 2.0 * (y - 1.0) / grid_size - 1.0
-    y1 = 2.0 * (y - 1.0 + h) / grid_size - 1.0
-    xs = np.linspace(x0, x1, width, dtype=np.float32)
-    ys = np.linspace(y0, y1, height, dtype=np.float32)
-    emb = np.empty((2, height, width), dtype=np.float32)
-    emb[0] = xs[None, :]
-    emb[1] = ys[:, None]
+    emb = np.empty((2, height, width), dtype=np.float32) if out is None else out
+    emb[0] = _grid_axis(x, w, width, grid_size)[None, :]
+    emb[1] = _grid_axis(y, h, height, grid_size)[:, None]
     return emb
+
+
+@lru_cache(maxsize=16384)
+def _grid_axis(start_cell: float, cells: float, n: int, grid_size: int) -> np.ndarray:
+    """``n`` positions across a face-grid box of ``cells`` cells from 1-based ``start_cell``."""
+    lo = 2.0 * (start_cell - 1.0) / grid_size - 1.0
+    hi = 2.0 * (start_cell - 1.0 + cells) / grid_size - 1.0
+    axis = np.linspace(lo, hi, n, dtype=np.float32)
+    axis.flags.writeable = False
+    return axis
 
 
 def crop_with_padding(image: np.ndarray, box: Sequence[float]) -> np.ndarray:

@@ -70,7 +70,7 @@ def sample_inputs(crops: Mapping[str, np.ndarray], grid: Sequence[float], spec: 
     for name in IMAGE_FIELDS:
         if name not in spec.inputs:
             continue
-        image = resize(crops[name], spec.face_size if name == "face" else spec.eye_size)
+        image = resize(crops[name], spec.image_size(name))
         if augment is not None:
             image = augment(image=image)["image"]
         out[name] = to_tensor_layout(image, spec.grey and name == "face", spec.mean, spec.std)

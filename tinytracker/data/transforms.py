@@ -83,3 +83,20 @@ def to_tensor_layout(
     out -= mean
     out *= 1.0 / std
     return out
+
+
+def to_tensor_layout_batch(
+    images: np.ndarray, grey: bool, mean: float, std: float
+) -> np.ndarray:
+    """:func:`to_tensor_layout` of a uint8 ``BxHxWx3`` batch at once -> float32 ``BxCxHxW``.
+
+    The same float32 operations in the same order, so the values equal those of stacking
+    per-image results exactly.
+    """
+    if grey:
+        images = np.stack([cv2.cvtColor(im, cv2.COLOR_RGB2GRAY) for im in images])[..., None]
+    out = images.transpose(0, 3, 1, 2).astype(np.float32, order="C")
+    out *= 1.0 / 255.0
+    out -= mean
+    out *= 1.0 / std
+    return out

@@ -36,3 +36,24 @@ class EuclideanErrorCm(Metric):
 
     def compute(self) -> torch.Tensor:
         return (self.total_cm / self.count.clamp(min=1)).float()
+
+
+class FrameCount(Metric):
+    """Number of frames evaluated, summed across processes.
+
+    Logged as ``val/frames`` and ``test/frames``: a distributed evaluation that dropped or
+    repeated frames (a padding sampler) shows here as a count that differs from the split.
+    """
+
+    is_differentiable = False
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("frames", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, target_cm: torch.Tensor) -> None:
+        self.frames += target_cm.shape[0]
+
+    def compute(self) -> torch.Tensor:
+        return self.frames
