@@ -149,3 +149,72 @@ def test_checkpoint_not_matching_its_config_names_the_keys(tmp_path, qat_short):
     with pytest.raises(CheckpointError, match=r"does not match its model config") as err:
         _export_in_process(tmp_path, f"ckpt_path={bad}")
     assert "net.net.backbone" in str(err.value)
+
+
+def _optimized_ops(path: Path, tmp_path: Path) -> list[str]:
+    """Op types of the graph ONNX Runtime runs (extended level: fusions, no layout change)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / f"{path.stem}.optimized.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+
+
+def test_uint8_activations_fuse_every_layer_with_identical_outputs(tmp_path):
+    """The default export writes activations as uint8: the same numbers as Brevitas' int8/uint8
+    mix, and every convolution, residual sum and linear layer runs as an integer kernel."""
+    from tinytracker.export.onnx import export_onnx
+    from tinytracker.models import TinyTracker
+    from tinytracker.quant.brevitas import BrevitasNet, calibrate
+
+    torch.manual_seed(0)
+    net = TinyTracker(in_channels=3, grid_embedding=True, image_size=64, width_mult=0.5)
+    qnet = BrevitasNet(net)
+    keys = tuple(net.input_keys)
+    batches = [tuple(torch.randn(8, *net.input_shapes[k]) for k in keys) for _ in range(3)]
+    calibrate(qnet, batches, forward=lambda m, b: m(*b))
+    u8 = export_onnx(qnet, tmp_path / "u8.onnx")
+    mixed = export_onnx(qnet, tmp_path / "mixed.onnx", activation_type="as_trained")
+
+    def zero_point_types(path: Path) -> set[int]:
+        model = onnx.load(str(path))
+        inits = {i.name: i for i in model.graph.initializer}
+        return {inits[n.input[2]].data_type for n in model.graph.node
+                if n.op_type == "QuantizeLinear"}  # activations only: weights are constants
+
+    assert zero_point_types(mixed) == {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+    assert zero_point_types(u8) == {onnx.TensorProto.UINT8}
+    meta = json.loads({p.key: p.value for p in onnx.load(str(u8)).metadata_props}
+                      ["tinytracker.quantization"])
+    assert meta["activation_type"] == "uint8"
+
+    ops = _optimized_ops(u8, tmp_path)
+    assert "Conv" not in ops and "Gemm" not in ops and "Add" not in ops, ops
+    assert ops.count("QLinearConv") == sum(isinstance(m, torch.nn.Conv2d) for m in net.modules())
+
+    rng = np.random.default_rng(1)
+    feed = {k: rng.standard_normal((16, *net.input_shapes[k])).astype(np.float32) for k in keys}
+    outs = {}
+    for name, path in (("u8", u8), ("mixed", mixed)):
+        for level in ("ORT_ENABLE_BASIC", "ORT_ENABLE_ALL"):
+            options = ort.SessionOptions()
+            options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            outs[name, level] = session.run(["gaze_cm"], feed)[0]
+    # the QDQ graph as written: the same numbers, bit for bit
+    np.testing.assert_array_equal(outs["u8", "ORT_ENABLE_BASIC"], outs["mixed", "ORT_ENABLE_BASIC"])
+    # fused integer kernels (power-of-two scales: exact requantization) agree with it too
+    np.testing.assert_array_equal(outs["u8", "ORT_ENABLE_ALL"], outs["u8", "ORT_ENABLE_BASIC"])
+    with torch.no_grad():
+        torch_out = qnet(*[torch.from_numpy(feed[k]) for k in keys]).numpy()
+    assert np.abs(outs["u8", "ORT_ENABLE_ALL"] - torch_out).max() <= qnet.output_step
+
+
+def test_unknown_activation_type_is_refused(tmp_path):
+    from tinytracker.export.onnx import export_onnx
+    from tinytracker.models import TinyTracker
+
+    expected = r"activation_type must be one of \('uint8', 'as_trained'\), got 'int4'"
+    with pytest.raises(ValueError, match=expected):
+        export_onnx(TinyTracker(image_size=64), tmp_path / "m.onnx", activation_type="int4")

@@ -37,6 +37,7 @@ from tinytracker.export.onnx import (
 )
 from tinytracker.models.checkpoint import CheckpointError, load_checkpoint, module_from_checkpoint
 from tinytracker.models.module import GazeModule
+from tinytracker.quant.brevitas import BrevitasNet
 from tinytracker.quant.checkpoints import is_quantized, require_kind
 from tinytracker.tracking import WandbRunRef, checkpoint_wandb_run, log_to_wandb_run
 
@@ -79,7 +80,7 @@ def export_onnx_format(cfg: DictConfig, module: GazeModule, out_dir: Path) -> di
     spec = dict(module.hparams.get("input_spec") or {})
     features = bool(cfg.get("features", False))
     path = export_onnx(module.net, out_dir / "model.onnx", spec, opset=cfg.opset,
-                       features=features)
+                       features=features, activation_type=cfg.get("activation_type", "uint8"))
     result: dict[str, Any] = {
         "path": str(path),
         "size_bytes": path.stat().st_size,
@@ -87,6 +88,8 @@ def export_onnx_format(cfg: DictConfig, module: GazeModule, out_dir: Path) -> di
         "inputs": list(module.input_keys),
         "outputs": [OUTPUT_NAME, FEATURES_NAME] if features else [OUTPUT_NAME],
     }
+    if isinstance(module.net, BrevitasNet):
+        result["activation_type"] = cfg.get("activation_type", "uint8")
     if cfg.evaluate:
         result.update(evaluate_onnx(cfg, module, path))
     return result

@@ -9,6 +9,9 @@
   ``features``, holds the penultimate features (for per-person calibration on them).
 * The preprocessing the model expects (the checkpoint's ``input_spec``) is written into the
   model's ``metadata_props``, so the file is usable without the checkpoint.
+* Activations of a quantized net are written as uint8 by default (``activation_type``), the
+  same values on a zero point moved by 128 (:mod:`tinytracker.export.qdq`): ONNX Runtime then
+  fuses every layer into an integer kernel on any CPU.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import onnx
 import torch
 from torch import nn
 
+from tinytracker.export.qdq import ACTIVATION_TYPES, activations_as_uint8
 from tinytracker.quant.brevitas import BrevitasNet
 
 OUTPUT_NAME = "gaze_cm"
@@ -60,10 +64,17 @@ class _WithFeatures(nn.Module):
 
 
 def export_onnx(net: nn.Module, path: str | Path, input_spec: Mapping[str, Any] | None = None,
-                opset: int = DEFAULT_OPSET, features: bool = False) -> Path:
+                opset: int = DEFAULT_OPSET, features: bool = False,
+                activation_type: str = "uint8") -> Path:
     """Write ``net`` (float or Brevitas-quantized) to ``path`` as ONNX; returns the path.
 
-    ``features``: also output the penultimate features (``features``, ``(batch, D)``)."""
+    ``features``: also output the penultimate features (``features``, ``(batch, D)``).
+    ``activation_type`` (quantized nets): ``uint8`` writes every activation as uint8 (exactly
+    the same values; ONNX Runtime fuses all layers), ``as_trained`` keeps Brevitas' int8 for
+    signed tensors."""
+    if activation_type not in ACTIVATION_TYPES:
+        raise ValueError(f"activation_type must be one of {ACTIVATION_TYPES}, "
+                         f"got {activation_type!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     keys = tuple(net.input_keys)
@@ -93,8 +104,10 @@ def export_onnx(net: nn.Module, path: str | Path, input_spec: Mapping[str, Any] 
     finally:
         net.train(was_training)
     model = onnx.load(str(path))
+    if is_quantized(net) and activation_type == "uint8":
+        activations_as_uint8(model)
     compact_names(model)
-    meta = model_metadata(net, input_spec or {})
+    meta = model_metadata(net, input_spec or {}, activation_type)
     if features:
         meta["tinytracker.features"] = FEATURES_DOC
     set_metadata(model, meta)
@@ -103,7 +116,8 @@ def export_onnx(net: nn.Module, path: str | Path, input_spec: Mapping[str, Any] 
     return path
 
 
-def model_metadata(net: nn.Module, input_spec: Mapping[str, Any]) -> dict[str, str]:
+def model_metadata(net: nn.Module, input_spec: Mapping[str, Any],
+                   activation_type: str = "uint8") -> dict[str, str]:
     """``metadata_props`` of the exported file: inputs, preprocessing, output, quantization."""
     keys = tuple(net.input_keys)
     meta = {
@@ -119,7 +133,8 @@ def model_metadata(net: nn.Module, input_spec: Mapping[str, Any]) -> dict[str, s
         meta["eye_size"] = json.dumps(input_spec["eye_size"])
     if is_quantized(net):
         meta["tinytracker.quantization"] = json.dumps(
-            {"format": "QCDQ", "tool": "brevitas", **net.scheme.as_dict()}, sort_keys=True)
+            {"format": "QCDQ", "tool": "brevitas", "activation_type": activation_type,
+             **net.scheme.as_dict()}, sort_keys=True)
         meta["tinytracker.output_step_cm"] = json.dumps(net.output_step)
     else:
         meta["tinytracker.quantization"] = json.dumps({"format": "float32"})
