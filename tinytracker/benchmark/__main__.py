@@ -48,7 +48,7 @@ class BenchmarkArgs:
     repeats: int = 5                 # repeats per throughput figure (median reported)
     threads: list[int] = field(default_factory=lambda: [1, 2])  # latency thread counts
     train_threads: int = 0           # training comparison threads; 0: all cores
-    train_batches: int = 8           # batches per training repeat (first warmup_batches untimed)
+    train_batches: int = 16          # batches per training repeat (first warmup_batches untimed)
     warmup_batches: int = 2
     latency_warmup: int = 30
     latency_runs: int = 300
