@@ -52,7 +52,7 @@ class BenchmarkArgs:
     warmup_batches: int = 2
     latency_warmup: int = 30
     latency_runs: int = 300
-    data_samples: int = 256          # samples per data loading repeat
+    data_samples: int = 512          # samples per data loading repeat (in training batches)
     tflite: str = str(DEFAULT_TFLITE)  # authors' model; skipped with a reason when absent
     e2e: bool = True                 # run the default training end to end (most of the time)
     overrides: list[str] = field(default_factory=list)  # Hydra overrides of conf/train.yaml
@@ -96,7 +96,6 @@ def _cpu_name() -> str:
 
 
 def run(args: BenchmarkArgs) -> dict[str, Any]:
-    from tinytracker.data.dataset import GazeDataset
     from tinytracker.models import TinyTracker
     from tinytracker.train import build_module
 
@@ -119,12 +118,16 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
     results.update(training_overhead(module, batches, threads, args.repeats,
                                      args.warmup_batches))
 
-    log.info("data loading: JPEG path")
-    train_set = datamodule.datasets["train"]
-    plain = GazeDataset(train_set.index, train_set.spec, None)
-    results.update(loading_figures("jpeg", train_set, plain, args.data_samples, args.repeats,
-                                   results["train/lightning/samples_per_s"]))
-    results.update(_packed_loading(cfg, module, args, results))
+    for fmt in ("jpeg", "packed"):
+        log.info("data loading: %s path", fmt)
+        results.update(_loading(fmt, module, args, int(cfg.data.batch_size),
+                                results["train/lightning/samples_per_s"]))
+    # the format's own speed-up: reading and decoding, without the augmentation both paths
+    # run identically per sample (reported too, as packed_over_jpeg_augmented)
+    results["data/packed_over_jpeg"] = (results["data/packed/no_augment/samples_per_s_per_core"]
+                                        / results["data/jpeg/no_augment/samples_per_s_per_core"])
+    results["data/packed_over_jpeg_augmented"] = (results["data/packed/samples_per_s_per_core"]
+                                                  / results["data/jpeg/samples_per_s_per_core"])
 
     tflite = Path(args.tflite).expanduser() if args.tflite else None
     if tflite is None or not tflite.is_file():
@@ -149,30 +152,21 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
     return results
 
 
-def _packed_loading(cfg, module, args: BenchmarkArgs, results: dict[str, Any]) -> dict:
-    """The packed data path's figures, where this version has one (``data.format=packed``)."""
-    if "format" not in cfg.data:
-        return {}
+def _loading(fmt: str, module, args: BenchmarkArgs, batch_size: int,
+             train_samples_per_s: float) -> dict[str, float]:
+    """Loader figures of one data format (``jpeg`` or ``packed``) on the training split, read
+    with the training augmentation and without it."""
     sets = {}
-    for augment in ("true", "false"):  # the same pack, read with and without augmentation
-        packed_cfg = train_config([*args.overrides, "data.format=packed",
-                                   f"data.augment.enabled={augment}"])
-        dm = instantiate(packed_cfg.data, _convert_="all")
+    for augment in ("true", "false"):
+        fmt_cfg = train_config([*args.overrides, f"data.format={fmt}",
+                                f"data.augment.enabled={augment}"])
+        dm = instantiate(fmt_cfg.data, _convert_="all")
         dm.set_inputs(module.input_keys)
         dm.prepare_data()
         dm.setup("fit")
         sets[augment] = dm.datasets["train"]
-    train_set, plain = sets["true"], sets["false"]
-    out = loading_figures("packed", train_set, plain, args.data_samples, args.repeats,
-                          results["train/lightning/samples_per_s"])
-    jpeg = "data/jpeg/no_augment/samples_per_s_per_core"
-    # the format's own speed-up: reading and decoding, without the augmentation both paths
-    # run identically per sample (reported too, as packed_over_jpeg_augmented)
-    out["data/packed_over_jpeg"] = (out["data/packed/no_augment/samples_per_s_per_core"]
-                                    / results[jpeg])
-    out["data/packed_over_jpeg_augmented"] = (out["data/packed/samples_per_s_per_core"]
-                                              / results["data/jpeg/samples_per_s_per_core"])
-    return out
+    return loading_figures(fmt, sets["true"], sets["false"], args.data_samples, args.repeats,
+                           batch_size, train_samples_per_s)
 
 
 TARGETS = (
