@@ -42,8 +42,15 @@ def test_benchmark_writes_every_figure(tmp_path, cache_dir):
     if (ANCHORS / "TinyTracker.tflite").is_file():
         assert results["latency/tflite/threads1/p50_ms"] > 0
         assert results["target_met/latency/onnx_int8/threads1/p50_ms"] in (True, False)
+        assert results["latency/input"] == "128x128x5, batch 1"  # built at the file's input
     else:
         assert "not found" in results["latency/tflite/skipped"]
+    if (ANCHORS / "TinyTrackerS.tflite").is_file():
+        for key in ("onnx_int8", "torch_fp32", "tflite"):
+            assert results[f"latency/tinytracker_s/{key}/threads2/p50_ms"] > 0, key
+        assert results["latency/tinytracker_s/input"] == "96x96x1, batch 1"
+    else:
+        assert "not found" in results["latency/tinytracker_s/tflite/skipped"]
     assert "lightning_over_plain" in proc.stdout  # the printed table
 
 

@@ -6,7 +6,8 @@ Measures, in one run on this machine, and prints as a table (``--help`` lists th
    batches (in memory), optimizer and threads (``train/lightning_over_plain``, target >= 0.95);
 2. batch-1 inference latency on 1 and 2 threads: our INT8 ONNX TinyTracker in ONNX Runtime,
    our float model in PyTorch, the authors' ``TinyTracker.tflite`` in LiteRT (target: ONNX p50
-   <= TFLite p50);
+   <= TFLite p50); the same for TinyTrackerS against ``TinyTrackerS.tflite``
+   (``latency/tinytracker_s/...``);
 3. data loading samples/s per core (JPEG path; the packed path where it exists), against the
    training step's consumption;
 4. the default ``python -m tinytracker.train`` end to end from a cold cache, by stage.
@@ -40,6 +41,7 @@ from tinytracker.config import register_resolvers
 log = logging.getLogger("tinytracker.benchmark")
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_TFLITE = REPO.parent / "shared" / "anchors" / "TinyTracker.tflite"
+DEFAULT_TFLITE_S = DEFAULT_TFLITE.with_name("TinyTrackerS.tflite")
 
 
 @dataclass
@@ -54,6 +56,7 @@ class BenchmarkArgs:
     latency_runs: int = 300
     data_samples: int = 512          # samples per data loading repeat (in training batches)
     tflite: str = str(DEFAULT_TFLITE)  # authors' model; skipped with a reason when absent
+    tflite_s: str = str(DEFAULT_TFLITE_S)  # authors' TinyTrackerS ("": not measured)
     e2e: bool = True                 # run the default training end to end (most of the time)
     overrides: list[str] = field(default_factory=list)  # Hydra overrides of conf/train.yaml
     e2e_overrides: list[str] = field(default_factory=list)  # for checks only: not the default
@@ -96,7 +99,7 @@ def _cpu_name() -> str:
 
 
 def run(args: BenchmarkArgs) -> dict[str, Any]:
-    from tinytracker.models import TinyTracker
+    from tinytracker.models import TinyTracker, TinyTrackerS
     from tinytracker.train import build_module
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="tinytracker-bench-"))
@@ -129,19 +132,10 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
     results["data/packed_over_jpeg_augmented"] = (results["data/packed/samples_per_s_per_core"]
                                                   / results["data/jpeg/samples_per_s_per_core"])
 
-    tflite = Path(args.tflite).expanduser() if args.tflite else None
-    if tflite is None or not tflite.is_file():
-        results["latency/tflite/skipped"] = f"{tflite} not found (the authors' TinyTracker.tflite)"
-        size, channels, tflite = 112, 5, None
-    else:
-        size, channels = tflite_input_size(tflite)
-    net = TinyTracker(in_channels=3, grid_embedding=channels == 5, image_size=size)
-    calib = [tuple(torch.randn(16, *net.input_shapes[k]) for k in net.input_keys)
-             for _ in range(4)]
-    onnx_path = int8_onnx(net, calib, work / "tinytracker_int8.onnx")
-    results["latency/input"] = f"{size}x{size}x{channels}, batch 1"
-    results.update(latency_suite(net, onnx_path, tflite, list(args.threads),
-                                 args.latency_warmup, args.latency_runs, log.info))
+    results.update(_latency(TinyTracker, args.tflite, (112, 5), "latency", work, args))
+    if args.tflite_s:  # the authors' smaller model against ours, beside the issue's figures
+        results.update(_latency(TinyTrackerS, args.tflite_s, (96, 1), "latency/tinytracker_s",
+                                work, args))
 
     if args.e2e:
         log.info("end to end: default python -m tinytracker.train (log: %s)",
@@ -150,6 +144,28 @@ def run(args: BenchmarkArgs) -> dict[str, Any]:
         if args.e2e_overrides:
             results["e2e/overrides"] = " ".join(args.e2e_overrides)  # not the default run
     return results
+
+
+def _latency(net_cls, tflite_arg: str, default: tuple[int, int], root: str, work: Path,
+             args: BenchmarkArgs) -> dict[str, Any]:
+    """Latency figures of our ``net_cls`` built at the released ``.tflite`` model's input (RGB
+    or grey, with the 2 grid-embedding channels when it has them), and of that file."""
+    out: dict[str, Any] = {}
+    tflite = Path(tflite_arg).expanduser() if tflite_arg else None
+    if tflite is None or not tflite.is_file():
+        out[f"{root}/tflite/skipped"] = f"{tflite} not found (the authors' model)"
+        (size, channels), tflite = default, None
+    else:
+        size, channels = tflite_input_size(tflite)
+    grid = channels == 5  # RGB + the 2 grid-embedding channels; 1 or 3: the image alone
+    net = net_cls(in_channels=3 if grid else channels, grid_embedding=grid, image_size=size)
+    calib = [tuple(torch.randn(16, *net.input_shapes[k]) for k in net.input_keys)
+             for _ in range(4)]
+    onnx_path = int8_onnx(net, calib, work / f"{root.replace('/', '_')}_int8.onnx")
+    out[f"{root}/input"] = f"{size}x{size}x{channels}, batch 1"
+    out.update(latency_suite(net, onnx_path, tflite, list(args.threads), args.latency_warmup,
+                             args.latency_runs, log.info, root))
+    return out
 
 
 def _loading(fmt: str, module, args: BenchmarkArgs, batch_size: int,
@@ -175,6 +191,12 @@ TARGETS = (
      lambda r: r["latency/onnx_int8/threads1/p50_ms"] <= r["latency/tflite/threads1/p50_ms"]),
     ("latency/onnx_int8/threads2/p50_ms", "<= tflite threads2",
      lambda r: r["latency/onnx_int8/threads2/p50_ms"] <= r["latency/tflite/threads2/p50_ms"]),
+    ("latency/tinytracker_s/onnx_int8/threads1/p50_ms", "<= tflite threads1",
+     lambda r: r["latency/tinytracker_s/onnx_int8/threads1/p50_ms"]
+     <= r["latency/tinytracker_s/tflite/threads1/p50_ms"]),
+    ("latency/tinytracker_s/onnx_int8/threads2/p50_ms", "<= tflite threads2",
+     lambda r: r["latency/tinytracker_s/onnx_int8/threads2/p50_ms"]
+     <= r["latency/tinytracker_s/tflite/threads2/p50_ms"]),
     ("data/jpeg/cores_to_feed_training", "< 1 (one core feeds training)",
      lambda r: r["data/jpeg/cores_to_feed_training"] < 1),
     ("data/packed_over_jpeg", ">= 5 (no augmentation)",

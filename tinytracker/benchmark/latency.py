@@ -47,8 +47,8 @@ def ort_session(path: Path, threads: int, level: str, spin: bool):
 
 
 def onnx_latency(path: Path, feed: dict[str, np.ndarray], threads: int, warmup: int,
-                 runs: int) -> dict[str, Any]:
-    prefix = f"latency/onnx_int8/threads{threads}"
+                 runs: int, root: str = "latency") -> dict[str, Any]:
+    prefix = f"{root}/onnx_int8/threads{threads}"
     out: dict[str, Any] = {}
     best: tuple[float, str] | None = None
     for name, level, spin in ORT_SETTINGS:
@@ -66,14 +66,15 @@ def onnx_latency(path: Path, feed: dict[str, np.ndarray], threads: int, warmup: 
 
 
 def torch_latency(net: torch.nn.Module, inputs: tuple[torch.Tensor, ...], threads: int,
-                  warmup: int, runs: int) -> dict[str, float]:
+                  warmup: int, runs: int, root: str = "latency") -> dict[str, float]:
     net.eval()
     with torch_threads(threads), torch.inference_mode():
         samples = latencies_s(lambda: net(*inputs), warmup, runs)
-    return _stats(samples, f"latency/torch_fp32/threads{threads}")
+    return _stats(samples, f"{root}/torch_fp32/threads{threads}")
 
 
-def tflite_latency(path: Path, threads: int, warmup: int, runs: int) -> dict[str, float]:
+def tflite_latency(path: Path, threads: int, warmup: int, runs: int,
+                   root: str = "latency") -> dict[str, float]:
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
@@ -88,7 +89,7 @@ def tflite_latency(path: Path, threads: int, warmup: int, runs: int) -> dict[str
         interpreter.set_tensor(inp["index"], x)
         interpreter.invoke()
 
-    return _stats(latencies_s(run, warmup, runs), f"latency/tflite/threads{threads}")
+    return _stats(latencies_s(run, warmup, runs), f"{root}/tflite/threads{threads}")
 
 
 def tflite_input_size(path: Path) -> tuple[int, int]:
@@ -112,7 +113,8 @@ def int8_onnx(float_net: torch.nn.Module, batches: list[tuple[torch.Tensor, ...]
 
 def latency_suite(float_net: torch.nn.Module, onnx_path: Path, tflite_path: Path | None,
                   threads: list[int], warmup: int, runs: int,
-                  log: Callable[[str], None]) -> dict[str, Any]:
+                  log: Callable[[str], None], root: str = "latency") -> dict[str, Any]:
+    """Every figure of one model, keyed ``<root>/{onnx_int8,torch_fp32,tflite}/threads<t>/...``."""
     keys = tuple(float_net.input_keys)
     rng = np.random.default_rng(0)
     feed = {k: rng.standard_normal((1, *float_net.input_shapes[k])).astype(np.float32)
@@ -120,11 +122,12 @@ def latency_suite(float_net: torch.nn.Module, onnx_path: Path, tflite_path: Path
     inputs = tuple(torch.from_numpy(feed[k]) for k in keys)
     out: dict[str, Any] = {}
     for t in threads:
-        log(f"latency, {t} thread(s): ONNX Runtime int8")
-        out.update(onnx_latency(onnx_path, feed, t, warmup, runs))
-        log(f"latency, {t} thread(s): PyTorch fp32")
-        out.update(torch_latency(float_net, inputs, t, warmup, runs))
+        name = type(float_net).__name__
+        log(f"latency, {name}, {t} thread(s): ONNX Runtime int8")
+        out.update(onnx_latency(onnx_path, feed, t, warmup, runs, root))
+        log(f"latency, {name}, {t} thread(s): PyTorch fp32")
+        out.update(torch_latency(float_net, inputs, t, warmup, runs, root))
         if tflite_path is not None:
-            log(f"latency, {t} thread(s): LiteRT {tflite_path.name}")
-            out.update(tflite_latency(tflite_path, t, warmup, runs))
+            log(f"latency, {name}, {t} thread(s): LiteRT {tflite_path.name}")
+            out.update(tflite_latency(tflite_path, t, warmup, runs, root))
     return out
