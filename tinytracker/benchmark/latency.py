@@ -121,8 +121,8 @@ def latency_suite(float_net: torch.nn.Module, onnx_path: Path, tflite_path: Path
             for k in keys}
     inputs = tuple(torch.from_numpy(feed[k]) for k in keys)
     out: dict[str, Any] = {}
+    name = type(float_net).__name__
     for t in threads:
-        name = type(float_net).__name__
         log(f"latency, {name}, {t} thread(s): ONNX Runtime int8")
         out.update(onnx_latency(onnx_path, feed, t, warmup, runs, root))
         log(f"latency, {name}, {t} thread(s): PyTorch fp32")
