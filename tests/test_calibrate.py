@@ -20,9 +20,10 @@ from hydra import compose, initialize_config_dir
 from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
 from tinytracker.calibrate.__main__ import calibrate
 from tinytracker.calibrate.capture import CapturedFrame, pattern_dots, write_capture
-from tinytracker.calibrate.saved import load_calibration
+from tinytracker.correction.saved import load_calibration
 from tinytracker.data.gazecapture import read_recording
-from tinytracker.evaluate import checkpoint_data, predict_split
+from tinytracker.assemble import checkpoint_data
+from tinytracker.evaluate import predict_split
 from tinytracker.models.checkpoint import module_from_checkpoint
 from tinytracker.predict.__main__ import main as predict
 from tinytracker.predict.screen import custom

@@ -31,6 +31,7 @@ def processed(tmp_path_factory) -> Path:
 
 def _dm(root: Path, **kw) -> GazeDataModule:
     kw.setdefault("batch_size", 4)
+    kw.setdefault("format", "jpeg")  # conf/data/gazecapture.yaml: real data decodes JPEGs
     return GazeDataModule(name="gazecapture", source="gazecapture", root=str(root),
                           cache_dir=str(root.parent / "cache"), augment={"enabled": False},
                           **kw)

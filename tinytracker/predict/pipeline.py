@@ -14,8 +14,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from tinytracker.calibrate.corrections import CalibrationError
-from tinytracker.calibrate.saved import load_calibration
+from tinytracker.correction.corrections import CalibrationError
+from tinytracker.correction.saved import load_calibration
 from tinytracker.data.inputs import frame_inputs
 from tinytracker.predict.detect import HaarDetector
 from tinytracker.predict.draw import annotate
