@@ -18,11 +18,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
+from tinytracker.assemble import checkpoint_data
 from tinytracker.calibrate.__main__ import calibrate
 from tinytracker.calibrate.capture import CapturedFrame, pattern_dots, write_capture
-from tinytracker.calibrate.saved import load_calibration
+from tinytracker.correction.saved import load_calibration
 from tinytracker.data.gazecapture import read_recording
-from tinytracker.evaluate import checkpoint_data, predict_split
+from tinytracker.evaluate import predict_split
 from tinytracker.models.checkpoint import module_from_checkpoint
 from tinytracker.predict.__main__ import main as predict
 from tinytracker.predict.screen import custom
@@ -268,3 +269,13 @@ def test_float_onnx_with_features_calibrates_like_its_checkpoint(trained, tmp_pa
         assert by_onnx["curve"]["error_cm_after"][kind] == pytest.approx(
             by_ckpt["curve"]["error_cm_after"][kind], abs=1e-4)
     assert load_calibration(tmp_path / "onnx" / "corrections.json").model["type"] == "onnx"
+
+
+def test_fit_option_defaults_are_the_configs():
+    """FitOptions() is what conf/calibrate.yaml configures, so Python and YAML cannot drift."""
+    from tinytracker.calibrate.__main__ import validate
+    from tinytracker.correction.corrections import FitOptions
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("calibrate", overrides=["ckpt_path=model.ckpt"])
+    assert validate(cfg) == FitOptions()

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from tinytracker.calibrate.corrections import (
+from tinytracker.calibrate.pattern import PATTERN, pattern_cm, select_frames
+from tinytracker.calibrate.protocol import ModelOutputs, calibrate_subjects, error_curve, summarise
+from tinytracker.correction.corrections import (
     KINDS,
     MIN_POINTS,
     CalibrationError,
@@ -17,9 +19,7 @@ from tinytracker.calibrate.corrections import (
     check_points,
     fit,
 )
-from tinytracker.calibrate.pattern import PATTERN, pattern_cm, select_frames
-from tinytracker.calibrate.protocol import ModelOutputs, calibrate_subjects, error_curve, summarise
-from tinytracker.calibrate.saved import load_calibration, save_corrections
+from tinytracker.correction.saved import load_calibration, save_corrections
 from tinytracker.models import ITracker, TinyTracker, TinyTrackerS
 
 RNG = np.random.default_rng(0)

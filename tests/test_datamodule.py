@@ -31,6 +31,7 @@ def processed(tmp_path_factory) -> Path:
 
 def _dm(root: Path, **kw) -> GazeDataModule:
     kw.setdefault("batch_size", 4)
+    kw.setdefault("format", "jpeg")  # conf/data/gazecapture.yaml: real data decodes JPEGs
     return GazeDataModule(name="gazecapture", source="gazecapture", root=str(root),
                           cache_dir=str(root.parent / "cache"), augment={"enabled": False},
                           **kw)
@@ -154,3 +155,19 @@ def test_train_with_gazecapture_root_missing_fails_naming_key(tmp_path):
                       f"out_dir={tmp_path}", "logger=csv", check=False)
     assert proc.returncode != 0
     assert f"{tmp_path}/missing" in proc.stderr
+
+
+def test_defaults_are_the_synthetic_configs():
+    """GazeDataModule's Python defaults are conf/data/synthetic.yaml's (the default data)."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from tests.conftest import REPO
+
+    yaml = OmegaConf.load(REPO / "conf" / "data" / "synthetic.yaml")
+    params = inspect.signature(GazeDataModule.__init__).parameters
+    keys = ("name", "source", "face_size", "eye_size", "grey", "grid_embedding", "mean", "std",
+            "batch_size", "num_workers", "pin_memory", "skip_bad", "format", "packed_dir",
+            "pack_shard_mb")
+    assert {k: params[k].default for k in keys} == {k: yaml[k] for k in keys}

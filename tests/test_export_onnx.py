@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from onnx import numpy_helper
 
 from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
-from tinytracker.evaluate import checkpoint_data
+from tinytracker.assemble import checkpoint_data
 from tinytracker.export.__main__ import ExportError, export
 from tinytracker.models.checkpoint import CheckpointError, module_from_checkpoint
 from tinytracker.quant.checkpoints import CheckpointKindError

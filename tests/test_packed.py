@@ -138,3 +138,21 @@ def test_pack_command_then_training_reads_the_pack(tmp_path, cache_dir):
                "trainer.fast_dev_run=true", "logger=csv")
     train_log = (tmp_path / "train.log").read_text()
     assert "packing" not in train_log  # the pack written above was found up to date
+
+
+def test_loader_rate_times_training_batches_of_both_formats(cache_dir):
+    """The one loader measurement (data.bench and benchmark) runs on both formats' datasets
+    and leaves the thread settings as it found them."""
+    import cv2
+
+    from tinytracker.data.throughput import load_batch, loader_rate
+
+    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    for fmt in ("jpeg", "packed"):
+        dataset = _dm(cache_dir, fmt).datasets["train"]
+        batch = load_batch(dataset, [0, 1, 2])
+        assert batch["face"].shape[0] == 3
+        rate = loader_rate(dataset, samples=16, rounds=2, batch_size=8)
+        assert set(rate) == {"samples_per_s_per_core", "samples_per_s_wall"}
+        assert all(np.isfinite(v) and v > 0 for v in rate.values()), rate
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == (threads, cv_threads)

@@ -9,9 +9,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
+from tinytracker.assemble import build_module
 from tinytracker.data.dataset import SampleSpec, input_shapes
 from tinytracker.models.module import GazeModule
-from tinytracker.train import build_module
 
 EXPERIMENTS = {"tinytracker": "tinytracker", "tinytracker_s": "tinytracker_s",
                "itracker": "baseline"}

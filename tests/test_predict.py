@@ -8,18 +8,21 @@ conventions, the data pipeline's inputs, the outputs, and the screen conversion.
 from __future__ import annotations
 
 import csv
+import io
 import json
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.conftest import SMALL_DATA, read_metrics, run_module
-from tinytracker.data.dataset import GazeDataset, SampleSpec
+from tinytracker.data.dataset import IMAGE_FIELDS, GazeDataset
 from tinytracker.data.gazecapture import list_recordings, load_frame, read_recording
-from tinytracker.data.inputs import crop_boxes, frame_inputs
-from tinytracker.data.prepare import crop_boxes as prepare_crop_boxes
-from tinytracker.data.processed import load_index
+from tinytracker.data.inputs import frame_crops, frame_inputs
+from tinytracker.data.prepare import JPEG_QUALITY
+from tinytracker.data.processed import crop_path, load_index
+from tinytracker.data.spec import SampleSpec
 from tinytracker.predict.__main__ import main as predict
 from tinytracker.predict.screen import preset
 
@@ -175,13 +178,30 @@ def test_exported_onnx_gives_the_checkpoints_gaze(trained, photos, tmp_path):
     assert float(a["y_cm"]) == pytest.approx(float(b["y_cm"]), abs=2e-4)
 
 
-def test_frame_inputs_are_the_data_pipelines(trained, cache_dir):
-    """Crop boxes equal prepare's; inputs equal the dataset's up to its JPEG round trip."""
+def test_live_crops_are_prepares_crops(trained, cache_dir):
+    """predict's crops of a raw frame are, pixel for pixel, the crops prepare stored for
+    training (compared after the same JPEG encoding prepare applies)."""
+    raw = next(cache_dir.glob("synthetic/*/raw"))
+    processed = raw.parent / "processed"
+    rec = read_recording(list_recordings(raw)[0])
+    rows = np.flatnonzero(rec.valid)[:3]
+    assert len(rows) > 0
+    for row in rows:
+        frame = load_frame(rec, row)
+        live = frame_crops(frame, rec.face.xywh[row], IMAGE_FIELDS, rec.left_eye.xywh[row],
+                           rec.right_eye.xywh[row])
+        for name in IMAGE_FIELDS:
+            buffer = io.BytesIO()
+            Image.fromarray(live[name]).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+            stored = crop_path(processed, rec.rec_num, int(rec.frame_index[row]), name)
+            np.testing.assert_array_equal(np.asarray(Image.open(buffer)),
+                                          np.asarray(Image.open(stored)), err_msg=str(stored))
+
+
+def test_frame_inputs_are_the_datasets(trained, cache_dir):
+    """Face grid and grid embedding equal the dataset's; the face up to its JPEG round trip."""
     raw = next(cache_dir.glob("synthetic/*/raw"))
     rec = read_recording(list_recordings(raw)[0])
-    boxes = crop_boxes(rec.face.xywh, rec.left_eye.xywh, rec.right_eye.xywh)
-    for key, expected in prepare_crop_boxes(rec).items():
-        np.testing.assert_array_equal(boxes[key], expected)
     index = load_index(raw.parent / "processed")
     spec = SampleSpec(inputs=("face", "face_grid", "grid_embedding"), face_size=64)
     dataset = GazeDataset(index, spec)

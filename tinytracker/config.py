@@ -1,15 +1,20 @@
-"""Config resolvers and early validation: fail before training, naming the offending key."""
+"""Config resolvers and early validation: fail before training, naming the offending key.
+
+The lowest layer above the libraries: it imports no other tinytracker module but
+:mod:`tinytracker.distributed` (the per-process log file name), so every command can use it.
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
+import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from tinytracker.data.dataset import ALL_FIELDS
+from tinytracker.distributed import process_log_suffix
 
 
 class ConfigError(ValueError):
@@ -26,12 +31,6 @@ def _wandb_default_mode() -> str:
     return "online" if os.environ.get("WANDB_SWEEP_ID") else "offline"
 
 
-def _process_log_suffix() -> str:
-    from tinytracker.distributed import process_log_suffix
-
-    return process_log_suffix()
-
-
 def register_resolvers() -> None:
     """Resolvers used in ``conf/`` (idempotent)."""
     if not OmegaConf.has_resolver("channels"):
@@ -39,7 +38,7 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("wandb_default_mode"):
         OmegaConf.register_new_resolver("wandb_default_mode", _wandb_default_mode)
     if not OmegaConf.has_resolver("process_log_suffix"):
-        OmegaConf.register_new_resolver("process_log_suffix", _process_log_suffix)
+        OmegaConf.register_new_resolver("process_log_suffix", process_log_suffix)
 
 
 register_resolvers()
@@ -102,11 +101,14 @@ def build_net(net_cfg: DictConfig | dict) -> torch.nn.Module:
 
 
 def check_input_shapes(net: torch.nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:
-    """Run one dummy sample through ``net`` so a size it cannot take fails before training."""
+    """Run one dummy sample through ``net`` so a size it cannot take fails before training.
+
+    ``shapes``: the per-sample shape of every field the data can give
+    (:func:`tinytracker.data.dataset.input_shapes`)."""
     keys = tuple(getattr(net, "input_keys", ()))
-    unknown = set(keys) - set(ALL_FIELDS)
+    unknown = set(keys) - set(shapes)
     if not keys or unknown:
-        raise ConfigError(f"model.net must declare input_keys from {ALL_FIELDS}, got {keys}")
+        raise ConfigError(f"model.net must declare input_keys from {tuple(shapes)}, got {keys}")
     was_training = net.training
     net.eval()
     try:
@@ -122,3 +124,28 @@ def check_input_shapes(net: torch.nn.Module, shapes: dict[str, tuple[int, ...]])
         net.train(was_training)
     if tuple(out.shape) != (1, 2):
         raise ConfigError(f"model.net must output (batch, 2) gaze in cm, got {tuple(out.shape)}")
+
+
+def check_launch(trainer: L.Trainer) -> None:
+    """Refuse the one DDP set-up that cannot work: Lightning's launcher in a ``-m`` sweep.
+
+    Re-running the command line of a sweep would re-run the whole sweep in each child process
+    (Lightning-AI/pytorch-lightning#11300), so a sweep needs processes started by the cluster.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
+
+    launcher = getattr(trainer.strategy, "launcher", None)
+    if not isinstance(launcher, _SubprocessScriptLauncher) or launcher.num_processes <= 1:
+        return
+    if launcher.cluster_environment.creates_processes_externally:  # srun or torchrun did
+        return
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ConfigError(
+            f"trainer.devices={launcher.num_processes} with DDP inside a -m sweep: Lightning "
+            "starts the other processes by re-running the command line, which would re-run "
+            "the sweep in each of them. Run each trial without -m, or sweep with "
+            "hydra/launcher=slurm, where SLURM starts one process per device "
+            "(hydra.launcher.tasks_per_node = trainer.devices)."
+        )

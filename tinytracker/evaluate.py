@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,11 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from tinytracker.config import register_resolvers
-from tinytracker.distributed import check_launch
+from tinytracker.assemble import checkpoint_data
+from tinytracker.config import check_launch, register_resolvers
+from tinytracker.data.processed import check_split
 from tinytracker.models.checkpoint import module_from_checkpoint
 from tinytracker.models.module import GazeModule
 from tinytracker.tracking import write_metrics
@@ -129,34 +129,6 @@ def write_predictions(pred: dict[str, np.ndarray], path: Path) -> None:
                         f"{t[1]:.4f}"])
 
 
-def apply_input_spec(data_cfg: DictConfig, spec: dict[str, Any] | None) -> None:
-    """Make the data config produce exactly the inputs the checkpoint was trained on."""
-    with open_dict(data_cfg):
-        for key, value in (spec or {}).items():
-            if value is not None:
-                data_cfg[key] = value
-        data_cfg.augment.enabled = False
-
-
-def checkpoint_data(data_cfg: DictConfig, module: GazeModule, split: str):
-    """DataModule (set up) and loader of ``split`` giving the inputs ``module`` was trained on."""
-    return spec_data(data_cfg, module.hparams.get("input_spec"), module.input_keys, split)
-
-
-def spec_data(data_cfg: DictConfig, input_spec: dict[str, Any] | None,
-              input_keys: Sequence[str], split: str):
-    """DataModule (set up) and loader of ``split`` with the preprocessing ``input_spec`` and
-    the fields ``input_keys`` (a checkpoint's, or an exported file's metadata)."""
-    apply_input_spec(data_cfg, input_spec)
-    datamodule = instantiate(data_cfg, _convert_="all")
-    datamodule.set_inputs(tuple(input_keys))
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    loader = {"test": datamodule.test_dataloader, "val": datamodule.val_dataloader,
-              "train": datamodule.train_dataloader}[split]()
-    return datamodule, loader
-
-
 def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     module = module_from_checkpoint(cfg.ckpt_path)
     datamodule, loader = checkpoint_data(cfg.data, module, cfg.split)
@@ -184,8 +156,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    if cfg.split not in ("train", "val", "test"):
-        raise SystemExit(f"split must be train, val or test, got {cfg.split!r}")
+    check_split(cfg.split, SystemExit)
     evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 

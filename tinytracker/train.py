@@ -19,18 +19,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from tinytracker.assemble import build_module
 from tinytracker.cli import experiment_alias
 from tinytracker.config import (
     ConfigError,
-    build_net,
     check_input_shapes,
+    check_launch,
     validate_train_config,
 )
 from tinytracker.data.dataset import input_shapes
-from tinytracker.distributed import check_launch
 from tinytracker.models.checkpoint import CheckpointError, load_checkpoint
 from tinytracker.models.footprint import footprint
-from tinytracker.models.module import GazeModule
 from tinytracker.tracking import (
     log_checkpoint_artifact,
     log_summary,
@@ -45,24 +44,6 @@ def _instantiate_group(group: DictConfig | None) -> list:
     if not group:
         return []
     return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
-
-
-INPUT_SPEC_KEYS = ("face_size", "eye_size", "grey", "grid_embedding", "mean", "std")
-
-
-def build_module(cfg: DictConfig) -> GazeModule:
-    """GazeModule from ``cfg.model``; the network is checked against the data shapes first."""
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    assert isinstance(model_cfg, dict)
-    build_net(model_cfg["net"])  # fails with the key named, before Lightning wraps it
-    return GazeModule(
-        net=model_cfg["net"],
-        optimizer=model_cfg.get("optimizer"),
-        scheduler=model_cfg.get("scheduler"),
-        scheduler_interval=model_cfg.get("scheduler_interval", "epoch"),
-        input_spec={k: OmegaConf.select(cfg.data, k) for k in INPUT_SPEC_KEYS},
-        channels_last=bool(model_cfg.get("channels_last", False)),
-    )
 
 
 def output_dir(cfg: DictConfig) -> Path:

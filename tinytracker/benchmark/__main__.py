@@ -99,8 +99,8 @@ def _cpu_name() -> str:
 
 
 def run(args: BenchmarkArgs) -> dict[str, Any]:
+    from tinytracker.assemble import build_module
     from tinytracker.models import TinyTracker, TinyTrackerS
-    from tinytracker.train import build_module
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="tinytracker-bench-"))
     results: dict[str, Any] = machine()

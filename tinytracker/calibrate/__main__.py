@@ -22,14 +22,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from tinytracker.calibrate.corrections import (
-    MIN_POINTS,
-    CalibrationError,
-    FitOptions,
-    check_kind,
-    check_points,
-)
-from tinytracker.calibrate.model_outputs import OnnxModel, checkpoint_outputs
+from tinytracker.assemble import checkpoint_data, spec_data
+from tinytracker.calibrate.model_outputs import checkpoint_outputs, onnx_outputs
 from tinytracker.calibrate.pattern import check_pattern_points
 from tinytracker.calibrate.plot import plot_curves
 from tinytracker.calibrate.protocol import (
@@ -39,11 +33,19 @@ from tinytracker.calibrate.protocol import (
     error_curve,
     summarise,
 )
-from tinytracker.calibrate.saved import save_corrections
 from tinytracker.config import register_resolvers
-from tinytracker.evaluate import checkpoint_data, spec_data
-from tinytracker.export.onnx import is_quantized
+from tinytracker.correction.corrections import (
+    MIN_POINTS,
+    CalibrationError,
+    FitOptions,
+    check_kind,
+    check_points,
+)
+from tinytracker.correction.saved import save_corrections
+from tinytracker.data.processed import check_split
 from tinytracker.models.checkpoint import CheckpointError, module_from_checkpoint
+from tinytracker.onnx_runner import OnnxRunner
+from tinytracker.quant.checkpoints import is_quantized
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -62,8 +64,7 @@ def validate(cfg: DictConfig) -> FitOptions:
     """Check the configuration before any model runs; errors name the key."""
     if not cfg.ckpt_path and not cfg.onnx_path:
         raise CalibrationError("give the model: ckpt_path=<file.ckpt> and/or onnx_path=<.onnx>")
-    if cfg.split not in ("train", "val", "test"):
-        raise CalibrationError(f"split must be train, val or test, got {cfg.split!r}")
+    check_split(cfg.split, CalibrationError)
     if cfg.holdout not in HOLDOUTS:
         raise CalibrationError(f"holdout must be one of {HOLDOUTS}, got {cfg.holdout!r}")
     check_points(cfg.kind, cfg.points)
@@ -85,12 +86,12 @@ def load_models(cfg: DictConfig, data_cfg: DictConfig, split: str,
         _, loader = checkpoint_data(data_cfg.copy(), module, split)
         models.append(Model("pytorch", str(cfg.ckpt_path), "checkpoint",
                             checkpoint_outputs(module, loader, features),
-                            is_quantized(module.net)))
+                            is_quantized({"hyper_parameters": module.hparams})))
     if cfg.onnx_path:
-        onnx = OnnxModel(cfg.onnx_path, cfg.ort_optimization)
-        _, loader = spec_data(data_cfg.copy(), onnx.input_spec, onnx.input_keys, split)
-        models.append(Model("onnx", str(cfg.onnx_path), "onnx", onnx.outputs(loader, features),
-                            onnx.quantization.get("format") == "QCDQ"))
+        runner = OnnxRunner(cfg.onnx_path, cfg.ort_optimization)
+        _, loader = spec_data(data_cfg.copy(), runner.spec.record(), runner.spec.inputs, split)
+        models.append(Model("onnx", str(cfg.onnx_path), "onnx",
+                            onnx_outputs(runner, loader, features), runner.quantized))
     first = models[0].outputs
     for other in models[1:]:
         if not ((other.outputs.rec == first.rec).all() and

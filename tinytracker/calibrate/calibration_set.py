@@ -19,24 +19,23 @@ import numpy as np
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from tinytracker.calibrate.corrections import (
+from tinytracker.calibrate.model_outputs import checkpoint_outputs, onnx_outputs
+from tinytracker.calibrate.protocol import ModelOutputs
+from tinytracker.correction.corrections import (
     MIN_POINTS,
     CalibrationError,
     FitOptions,
     check_points,
     fit,
 )
-from tinytracker.calibrate.model_outputs import OnnxModel, checkpoint_outputs
-from tinytracker.calibrate.protocol import ModelOutputs
-from tinytracker.calibrate.saved import save_corrections
-from tinytracker.data.dataset import GazeDataset, SampleSpec
+from tinytracker.correction.saved import save_corrections
+from tinytracker.data.dataset import GazeDataset
 from tinytracker.data.processed import DataFormatError, load_index
+from tinytracker.data.spec import SampleSpec
 from tinytracker.models.checkpoint import module_from_checkpoint
+from tinytracker.onnx_runner import OnnxRunner
 
 log = logging.getLogger(__name__)
-
-SPEC_FIELDS = ("face_size", "eye_size", "grey", "mean", "std")
-
 
 def processed_set(root: Path, out_dir: Path) -> Path:
     """``root`` itself when processed; else prepared once into ``out_dir``."""
@@ -53,10 +52,8 @@ def processed_set(root: Path, out_dir: Path) -> Path:
     return target
 
 
-def _loader(processed: Path, input_spec: dict[str, Any], input_keys: tuple[str, ...],
-            batch_size: int) -> DataLoader:
-    values = {k: input_spec[k] for k in SPEC_FIELDS if input_spec.get(k) is not None}
-    dataset = GazeDataset(load_index(processed), SampleSpec(inputs=input_keys, **values))
+def _loader(processed: Path, spec: SampleSpec, batch_size: int) -> DataLoader:
+    dataset = GazeDataset(load_index(processed), spec)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False)
 
 
@@ -68,12 +65,14 @@ def set_outputs(cfg: DictConfig, processed: Path, features: bool) -> tuple[Model
     batch = int(cfg.data.eval_batch_size)
     if cfg.ckpt_path:
         module = module_from_checkpoint(cfg.ckpt_path)
-        loader = _loader(processed, dict(module.hparams.get("input_spec") or {}),
-                         tuple(module.input_keys), batch)
+        spec = SampleSpec.from_record(tuple(module.input_keys),
+                                      module.hparams.get("input_spec"),
+                                      f"ckpt_path={cfg.ckpt_path}")
+        loader = _loader(processed, spec, batch)
         return checkpoint_outputs(module, loader, features), str(cfg.ckpt_path), "checkpoint"
-    onnx = OnnxModel(cfg.onnx_path, cfg.ort_optimization)
-    loader = _loader(processed, onnx.input_spec, onnx.input_keys, batch)
-    return onnx.outputs(loader, features), str(cfg.onnx_path), "onnx"
+    runner = OnnxRunner(cfg.onnx_path, cfg.ort_optimization)
+    loader = _loader(processed, runner.spec, batch)
+    return onnx_outputs(runner, loader, features), str(cfg.onnx_path), "onnx"
 
 
 def leave_one_dot_out(out: ModelOutputs, rows: np.ndarray, kind: str,

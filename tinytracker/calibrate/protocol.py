@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from tinytracker.calibrate.corrections import (
+from tinytracker.calibrate.pattern import select_frames
+from tinytracker.correction.corrections import (
     FEATURE_KINDS,
     MIN_POINTS,
     CalibrationError,
@@ -28,7 +29,6 @@ from tinytracker.calibrate.corrections import (
     FitOptions,
     fit,
 )
-from tinytracker.calibrate.pattern import select_frames
 
 HOLDOUTS = ("frames", "dots")
 DOT_DECIMALS = 4  # labels are written rounded to 1e-4 cm: equal to that, the same dot

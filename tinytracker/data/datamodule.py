@@ -27,14 +27,16 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from tinytracker.data import packed
-from tinytracker.data.dataset import IMAGE_FIELDS, GazeDataset, SampleSpec, collate
+from tinytracker.data.dataset import IMAGE_FIELDS, GazeDataset, collate
 from tinytracker.data.processed import (
     LAYOUT_HELP,
+    SPLITS,
     DataFormatError,
     ProcessedIndex,
     find_missing_files,
     load_index,
 )
+from tinytracker.data.spec import SampleSpec
 from tinytracker.data.transforms import AugmentConfig
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,8 @@ FORMATS = ("jpeg", "packed")
 
 
 class GazeDataModule(L.LightningDataModule):
+    """The data of ``conf/data/*.yaml``; the defaults are those of ``synthetic.yaml``."""
+
     def __init__(
         self,
         name: str = "synthetic",
@@ -56,7 +60,7 @@ class GazeDataModule(L.LightningDataModule):
         face_size: int = 112,
         eye_size: int = 224,
         grey: bool = False,
-        grid_embedding: bool = False,
+        grid_embedding: bool = True,
         mean: float = 0.5,
         std: float = 0.5,
         batch_size: int = 64,
@@ -66,7 +70,7 @@ class GazeDataModule(L.LightningDataModule):
         skip_bad: bool = False,
         augment: dict[str, Any] | None = None,
         seed: int = 0,
-        format: str = "jpeg",
+        format: str = "packed",
         packed_dir: str | None = None,
         pack_shard_mb: int = 1024,
     ) -> None:
@@ -85,8 +89,7 @@ class GazeDataModule(L.LightningDataModule):
         self.processed_dir = processed_dir
         self.cache_dir = Path(cache_dir).expanduser()
         self.synthetic = dict(synthetic or {})
-        self.spec = SampleSpec(tuple(inputs), face_size, eye_size, grey, mean, std)
-        self.grid_embedding = grid_embedding
+        self.spec = SampleSpec(tuple(inputs), face_size, eye_size, grey, mean, std, grid_embedding)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -184,7 +187,7 @@ class GazeDataModule(L.LightningDataModule):
         index = self.filtered_index()
         pack = self.ensure_pack(index) if self.format == "packed" else None
         self.index = index
-        for split in ("train", "val", "test"):
+        for split in SPLITS:
             part = index.split_of(split)
             if len(part) == 0:
                 raise DataFormatError(f"{index.root / 'metadata.mat'} has no '{split}' frames")

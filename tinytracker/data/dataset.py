@@ -13,7 +13,6 @@ Each sample is a dict:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -23,28 +22,13 @@ from torch.utils.data import Dataset, default_collate
 
 from tinytracker.data.geometry import face_grid_mask, grid_embedding
 from tinytracker.data.processed import DataFormatError, ProcessedIndex, crop_path
+from tinytracker.data.spec import SampleSpec
 from tinytracker.data.transforms import AugmentConfig, build_augment, resize, to_tensor_layout
 
 log = logging.getLogger(__name__)
 
 IMAGE_FIELDS = ("face", "eye_left", "eye_right")
 ALL_FIELDS = (*IMAGE_FIELDS, "face_grid", "grid_embedding")
-
-
-@dataclass
-class SampleSpec:
-    """What a model needs from each sample."""
-
-    inputs: tuple[str, ...] = ("face",)
-    face_size: int = 112
-    eye_size: int = 224
-    grey: bool = False
-    mean: float = 0.5
-    std: float = 0.5
-
-    def image_size(self, name: str) -> int:
-        """Side in pixels of the image field ``name`` (``face`` or an eye)."""
-        return self.face_size if name == "face" else self.eye_size
 
 
 def decode_jpeg(path) -> np.ndarray:

@@ -37,14 +37,13 @@ from PIL import Image, UnidentifiedImageError
 
 # One exception type for every data-format problem, shared with the processed-layout reader so
 # that callers catch a single class (the datamodule and dataset already use this one).
-from tinytracker.data.processed import DataFormatError
+from tinytracker.data.processed import SPLITS, DataFormatError
 
 __all__ = [
     "DataFormatError",
     "Boxes",
     "Recording",
     "RAW_LAYOUT_HELP",
-    "SPLITS",
     "list_recordings",
     "read_recording",
     "load_frame",
@@ -54,7 +53,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 BOX_FILES = {
     "face": "appleFace.json",
     "left_eye": "appleLeftEye.json",

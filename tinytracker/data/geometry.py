@@ -20,6 +20,11 @@ from functools import lru_cache
 import numpy as np
 
 FACE_GRID_SIZE = 25
+# prepareDataset.py: the face box grown by one pixel up-left, eye boxes moved one pixel up,
+# "for compatibility with matlab code" (1-based MATLAB indexing). Training crops (prepare) and
+# live crops (predict) both come from crop_boxes, so they cannot drift apart.
+FACE_BOX_OFFSET = np.array([-1, -1, 1, 1])
+EYE_BOX_OFFSET = np.array([0, -1, 0, 0])
 
 
 def face_grid_from_rect(
@@ -121,3 +126,24 @@ def eye_box_in_frame(face_box: Sequence[float], eye_box: Sequence[float]) -> tup
     fx, fy = face_box[0], face_box[1]
     ex, ey, ew, eh = eye_box
     return (fx + ex, fy + ey, ew, eh)
+
+
+def crop_boxes(face: np.ndarray | Sequence[float], eye_left: np.ndarray | Sequence[float] | None,
+               eye_right: np.ndarray | Sequence[float] | None) -> dict[str, np.ndarray]:
+    """Absolute int ``(x, y, w, h)`` crop boxes, exactly as the public ``prepareDataset.py``.
+
+    Takes one box ``(4,)`` or a stack ``(N, 4)`` of each (eye boxes relative to the face box,
+    ``appleLeftEye`` = the subject's left eye; may be None); boxes are truncated to int before
+    :data:`FACE_BOX_OFFSET` / :data:`EYE_BOX_OFFSET` are added, and eye boxes are made absolute
+    with the adjusted face origin. Keys: the batch fields ``face``, ``eye_left``, ``eye_right``.
+    """
+    face_box = np.asarray(face, dtype=np.float64).astype(np.int64) + FACE_BOX_OFFSET
+    out = {"face": face_box}
+    for key, eye in (("eye_left", eye_left), ("eye_right", eye_right)):
+        if eye is None:
+            continue
+        eye_box = np.asarray(eye, dtype=np.float64).astype(np.int64) + EYE_BOX_OFFSET
+        pairs = zip(face_box.reshape(-1, 4), eye_box.reshape(-1, 4), strict=True)
+        out[key] = np.array([eye_box_in_frame(f, e) for f, e in pairs],
+                            dtype=np.int64).reshape(eye_box.shape)
+    return out

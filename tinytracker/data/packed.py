@@ -50,7 +50,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from tinytracker.data.dataset import IMAGE_FIELDS, GazeDataset, SampleSpec, load_resized_crop
+from tinytracker.data.dataset import IMAGE_FIELDS, GazeDataset, load_resized_crop
 from tinytracker.data.geometry import face_grid_mask, grid_embedding
 from tinytracker.data.processed import (
     CROP_FOLDERS,
@@ -58,6 +58,7 @@ from tinytracker.data.processed import (
     DataFormatError,
     ProcessedIndex,
 )
+from tinytracker.data.spec import SampleSpec
 from tinytracker.data.transforms import AugmentConfig, to_tensor_layout_batch
 
 log = logging.getLogger(__name__)

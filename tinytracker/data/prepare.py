@@ -44,7 +44,6 @@ from tqdm import tqdm
 from tinytracker.cli import parse_args
 from tinytracker.data.gazecapture import (
     BOX_FILES,
-    SPLITS,
     DataFormatError,
     Recording,
     device_geometry,
@@ -52,14 +51,14 @@ from tinytracker.data.gazecapture import (
     load_frame,
     read_recording,
 )
-from tinytracker.data.geometry import crop_with_padding, eye_box_in_frame
+from tinytracker.data.geometry import crop_boxes, crop_with_padding
+from tinytracker.data.processed import CROP_FOLDERS, SPLITS
 
 log = logging.getLogger(__name__)
 
 PREPARE_VERSION = 1
 LABELS_FILE = ".labels.json"
 DONE_MARKER = ".prepared"
-CROP_FOLDERS = {"face": "appleFace", "left_eye": "appleLeftEye", "right_eye": "appleRightEye"}
 JPEG_QUALITY = 95  # public prepareDataset.py
 
 
@@ -123,8 +122,9 @@ def prepare_recording(rec_dir: Path, rec_out: Path, skip_bad: bool) -> int:
     """Crop one recording; returns the number of frames written. Marker written last."""
     (rec_out / DONE_MARKER).unlink(missing_ok=True)
     rec = read_recording(rec_dir, skip_bad)
-    boxes = crop_boxes(rec)
-    folders = {key: rec_out / name for key, name in CROP_FOLDERS.items()}
+    # the boxes predict crops live frames at (tinytracker.data.inputs.frame_crops)
+    boxes = crop_boxes(rec.face.xywh, rec.left_eye.xywh, rec.right_eye.xywh)
+    folders = {field: rec_out / name for field, name in CROP_FOLDERS.items()}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
     bad = {int(rec.frame_index[r]): msg for r, msg in rec.bad_frames.items()}
@@ -147,23 +147,6 @@ def prepare_recording(rec_dir: Path, rec_out: Path, skip_bad: bool) -> int:
     _write_json_atomic(rec_out / LABELS_FILE, labels)
     _write_json_atomic(rec_out / DONE_MARKER, _marker(rec_dir, skip_bad))
     return len(rows)
-
-
-def crop_boxes(rec: Recording) -> dict[str, np.ndarray]:
-    """Absolute ``(x, y, w, h)`` int crop boxes per frame, exactly as prepareDataset.py.
-
-    The public script truncates to int, then grows the face box by one pixel up-left
-    (``+ [-1, -1, 1, 1]``) and moves eye boxes one pixel up (``+ [0, -1, 0, 0]``) "for
-    compatibility with matlab code" (1-based MATLAB indexing); eye boxes become absolute by
-    adding that adjusted face origin. We keep those offsets so our crops match its crops.
-    """
-    face = rec.face.xywh.astype(np.int64) + np.array([-1, -1, 1, 1])
-    out = {"face": face}
-    for key in ("left_eye", "right_eye"):
-        eye = getattr(rec, key).xywh.astype(np.int64) + np.array([0, -1, 0, 0])
-        out[key] = np.array([eye_box_in_frame(f, e) for f, e in zip(face, eye, strict=True)],
-                            dtype=np.int64).reshape(-1, 4)
-    return out
 
 
 def _labels(rec: Recording, rows: np.ndarray, bad: dict[int, str]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ METADATA_KEYS = (
     "labelTest",
 )
 CROP_FOLDERS = {"face": "appleFace", "eye_left": "appleLeftEye", "eye_right": "appleRightEye"}
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test")  # GazeCapture's info.json "Dataset"
 
 LAYOUT_HELP = (
     "expected a processed GazeCapture directory holding metadata.mat (keys: "
@@ -54,6 +54,13 @@ class DataFormatError(ValueError):
 def crop_path(root: Path, rec: int, frame: int, field_name: str) -> Path:
     """Path of one crop, exactly as the public loader builds it."""
     return root / f"{rec:05d}" / CROP_FOLDERS[field_name] / f"{frame:05d}.jpg"
+
+
+def check_split(split: str, error: type[Exception] = ValueError, key: str = "split") -> str:
+    """``split`` when it is one of :data:`SPLITS`; else ``error`` naming ``key``."""
+    if split not in SPLITS:
+        raise error(f"{key} must be {', '.join(SPLITS[:-1])} or {SPLITS[-1]}, got {split!r}")
+    return split
 
 
 @dataclass

@@ -7,8 +7,9 @@ next to the PyTorch model's, with their element-wise agreement (``parity/...``).
 (:mod:`tinytracker.export.imx500`): ``imx500/packerOut.zip``, the memory report, and in
 ``export.json`` the chip memory figures and the test error of the IMX500-bound model.
 The data is built from the data config (``data=...``) with the checkpoint's input
-preprocessing, as ``tinytracker.evaluate`` does. When the checkpoint's W&B run is known, the
-numbers and the exported file are added to it.
+preprocessing (:func:`tinytracker.assemble.checkpoint_data`), as ``tinytracker.evaluate``
+does. When the checkpoint's W&B run is known, the numbers and the exported file are added to
+it.
 """
 
 from __future__ import annotations
@@ -23,20 +24,15 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from tinytracker.assemble import checkpoint_data
 from tinytracker.config import register_resolvers
-from tinytracker.evaluate import checkpoint_data
+from tinytracker.data.processed import check_split
 from tinytracker.export.errors import ExportError
 from tinytracker.export.imx500 import check_fit, export_imx500
-from tinytracker.export.onnx import (
-    FEATURES_NAME,
-    ORT_OPTIMIZATION,
-    OUTPUT_NAME,
-    export_onnx,
-    ort_session,
-    predict_both,
-)
+from tinytracker.export.onnx import export_onnx, predict_both
 from tinytracker.models.checkpoint import CheckpointError, load_checkpoint, module_from_checkpoint
 from tinytracker.models.module import GazeModule
+from tinytracker.onnx_runner import FEATURES_NAME, ORT_OPTIMIZATION, OUTPUT_NAME, ort_session
 from tinytracker.quant.brevitas import BrevitasNet
 from tinytracker.quant.checkpoints import is_quantized, require_kind
 from tinytracker.tracking import WandbRunRef, checkpoint_wandb_run, log_to_wandb_run
@@ -46,8 +42,7 @@ register_resolvers()
 
 def export(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Export as configured; returns what is written to ``export.json``."""
-    if cfg.split not in ("train", "val", "test"):
-        raise ExportError(f"split must be train, val or test, got {cfg.split!r}")
+    check_split(cfg.split, ExportError)
     if cfg.ort_optimization not in ORT_OPTIMIZATION:
         raise ExportError(f"ort_optimization must be one of {ORT_OPTIMIZATION}, "
                           f"got {cfg.ort_optimization!r}")

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from torch import nn
 from tqdm import tqdm
 
-from tinytracker.evaluate import checkpoint_data
+from tinytracker.assemble import checkpoint_data
 from tinytracker.export.errors import ExportError
 from tinytracker.export.imxconv import (
     ConversionReport,

@@ -26,13 +26,13 @@ import onnx
 import torch
 from torch import nn
 
+# the reader of exported files owns the names both sides use, and the session
+from tinytracker.data.spec import ONNX_METADATA_KEY
 from tinytracker.export.qdq import ACTIVATION_TYPES, activations_as_uint8
+from tinytracker.onnx_runner import FEATURES_NAME, OUTPUT_NAME
 from tinytracker.quant.brevitas import BrevitasNet
 
-OUTPUT_NAME = "gaze_cm"
-FEATURES_NAME = "features"
 DEFAULT_OPSET = 13  # QuantizeLinear/DequantizeLinear with per-channel axis need opset >= 13
-ORT_OPTIMIZATION = ("all", "basic", "none")
 
 PREPROCESSING = (
     "face: square face crop resized to face_size x face_size, RGB (grey: ITU-R BT.601 luma, "
@@ -124,7 +124,7 @@ def model_metadata(net: nn.Module, input_spec: Mapping[str, Any],
         "tinytracker.inputs": ",".join(keys),
         "tinytracker.output": OUTPUT_DOC,
         "tinytracker.preprocessing": PREPROCESSING,
-        "tinytracker.input_spec": json.dumps(dict(input_spec), sort_keys=True),
+        ONNX_METADATA_KEY: json.dumps(dict(input_spec), sort_keys=True),
     }
     for key in ("face_size", "grey", "mean", "std", "grid_embedding"):
         if key in input_spec:
@@ -147,11 +147,6 @@ def set_metadata(model: onnx.ModelProto, meta: Mapping[str, str]) -> None:
     del model.metadata_props[:]
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}
 
 
 def compact_names(model: onnx.ModelProto) -> None:
@@ -179,24 +174,6 @@ def compact_names(model: onnx.ModelProto) -> None:
         node.output[:] = [short(n) for n in node.output]
     for info in graph.value_info:
         info.name = short(info.name)
-
-
-def ort_session(path: str | Path, optimization: str = "all"):
-    """An ONNX Runtime CPU session; ``optimization``: "all" (ONNX Runtime's default: fused
-    integer kernels), "basic" (the QDQ graph as written, float kernels) or "none"."""
-    import onnxruntime as ort
-
-    levels = {
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    }
-    if optimization not in levels:
-        raise ValueError(f"optimization must be one of {ORT_OPTIMIZATION}, got {optimization!r}")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = levels[optimization]
-    options.log_severity_level = 3  # errors only
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 @torch.no_grad()

@@ -14,19 +14,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from tinytracker.calibrate.corrections import CalibrationError
-from tinytracker.calibrate.saved import load_calibration
+from tinytracker.correction.corrections import CalibrationError
+from tinytracker.correction.saved import load_calibration
 from tinytracker.data.inputs import frame_inputs
+from tinytracker.onnx_runner import OnnxRunner
 from tinytracker.predict.detect import HaarDetector
 from tinytracker.predict.draw import annotate
 from tinytracker.predict.records import FramePrediction, write_csv, write_json
-from tinytracker.predict.runner import (
-    CalibratedRunner,
-    OnnxRunner,
-    Runner,
-    TorchRunner,
-    load_runner,
-)
+from tinytracker.predict.runner import CalibratedRunner, Runner, TorchRunner, load_runner
 from tinytracker.predict.screen import Screen, custom, preset
 from tinytracker.predict.sources import Frame, Source, open_source
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tinytracker.calibrate.corrections import CalibrationError, Correction
+from tinytracker.correction.corrections import CalibrationError, Correction
 
 FORMAT = "tinytracker-calibration"
 VERSION = 1
