@@ -6,18 +6,22 @@ back exactly as the public iTracker loader (CSAILVision/GazeCapture ``ITrackerDa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import scipy.io
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from PIL import Image
 
-from tests.conftest import run_module
+from tests.conftest import REPO, run_module
 from tinytracker.data import synthetic as syn
 from tinytracker.data.gazecapture import DataFormatError, read_recording
 from tinytracker.data.geometry import (
@@ -186,6 +190,37 @@ def test_a_subject_does_not_depend_on_how_many_are_generated(tmp_path, raw):
                  progress=False)
     for name in ("frames/00005.jpg", "dotInfo.json", "appleFace.json", "appleLeftEye.json"):
         assert (tmp_path / "three/00002" / name).read_bytes() == (raw / "00002" / name).read_bytes()
+
+
+# The `raw` fixture's labels and first frames, from the generator of GENERATOR_VERSION 2.
+PINNED_LABELS_SHA256 = "73146eb2291be597f045e93fc2300f43b22525f30a720dbd61b1b0e24af48f87"
+PINNED_FIRST_FRAME_MEANS = [118.53, 159.31, 151.9, 145.14]  # grey levels, one per recording
+
+
+def test_generator_output_is_pinned(raw):
+    """A change to the draws (their order included) changes every generated set, while the
+    data module's cache is keyed by GENERATOR_VERSION: such a change must bump it."""
+    digest = hashlib.sha256()
+    for path in sorted(raw.rglob("*.json")):  # every label file and SYNTHETIC.json
+        digest.update(str(path.relative_to(raw)).encode())
+        digest.update(path.read_bytes())
+    assert digest.hexdigest() == PINNED_LABELS_SHA256, (
+        "the synthetic labels changed: if meant, bump GENERATOR_VERSION and update the pin")
+    # JPEG bytes depend on OpenCV's libjpeg build, so frames are pinned by their mean only
+    means = [float(cv2.imread(str(p)).mean()) for p in sorted(raw.glob("*/frames/00000.jpg"))]
+    assert means == pytest.approx(PINNED_FIRST_FRAME_MEANS, abs=0.5), (
+        "the synthetic frames changed: if meant, bump GENERATOR_VERSION and update the pin")
+
+
+def test_default_set_size_is_the_training_configs():
+    """``generate()`` without sizes builds the set ``tinytracker.train`` uses by default."""
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train")
+    configured = OmegaConf.to_container(cfg.data.synthetic, resolve=True)
+    assert {"seed", "subjects", "frames_per_subject"} <= configured.keys()
+    defaults = asdict(syn.SyntheticParams())
+    assert configured == {key: defaults.get(key, "not a SyntheticParams field")
+                          for key in configured}
 
 
 def test_synthetic_json_reports_parameters_and_reference_errors(raw):
