@@ -6,14 +6,11 @@ argument; prints the :class:`~tinytracker.data.synthetic.build.GenerationReport`
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from omegaconf import MISSING
 
-from tinytracker.cli import parse_args
+from tinytracker.cli import errors_exit, parse_args, print_json
 from tinytracker.data.synthetic.build import generate
 from tinytracker.data.synthetic.params import SyntheticParams
 
@@ -29,16 +26,12 @@ class SyntheticArgs(SyntheticParams):
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:  # SyntheticParams.__post_init__ validates values while parse_args builds it
-        args = parse_args(SyntheticArgs, argv, prog=PROG)
-        values = asdict(args)
+    # SyntheticParams.__post_init__ validates values while parse_args builds it
+    with errors_exit(PROG, ValueError, FileExistsError):
+        values = asdict(parse_args(SyntheticArgs, argv, prog=PROG))
         out_dir, workers = values.pop("out_dir"), values.pop("workers")
         report = generate(out_dir, workers=workers, **values)
-    except (ValueError, FileExistsError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        raise SystemExit(1) from err
-    print(json.dumps({k: str(v) if isinstance(v, Path) else v
-                      for k, v in asdict(report).items()}, indent=1))
+    print_json(report)
 
 
 if __name__ == "__main__":
