@@ -6,18 +6,22 @@ back exactly as the public iTracker loader (CSAILVision/GazeCapture ``ITrackerDa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import scipy.io
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from PIL import Image
 
-from tests.conftest import run_module
+from tests.conftest import REPO, run_module
 from tinytracker.data import synthetic as syn
 from tinytracker.data.gazecapture import DataFormatError, read_recording
 from tinytracker.data.geometry import (
@@ -28,6 +32,7 @@ from tinytracker.data.geometry import (
 )
 from tinytracker.data.prepare import prepare
 from tinytracker.data.processed import load_index
+from tinytracker.data.synthetic import optics, recording, render, subjects
 
 KEYS = ("labelRecNum", "frameIndex", "labelDotXCam", "labelDotYCam", "labelFaceGrid",
         "labelTrain", "labelVal", "labelTest")
@@ -103,34 +108,34 @@ def test_crop_with_padding_at_frame_edge():
 def test_dot_straight_ahead_of_an_eye_gives_a_centred_iris():
     eye = np.array([1.0, -3.0, 35.0])
     for roll in (0.0, 10.0):
-        yaw, pitch = syn.gaze_angles_deg(eye, [1.0, -3.0, 0.0], roll)
+        yaw, pitch = optics.gaze_angles_deg(eye, [1.0, -3.0, 0.0], roll)
         assert abs(yaw) < 1e-9 and abs(pitch) < 1e-9
-        dx, dy = syn.iris_offset_cm(yaw, pitch, 4.0, 2.2)
+        dx, dy = optics.iris_offset_cm(yaw, pitch, 4.0, 2.2)
         assert abs(dx) < 1e-9 and abs(dy) < 1e-9
 
 
 def test_iris_moves_with_the_dot_and_kappa_is_mirrored():
     eye = np.array([1.0, -3.0, 35.0])
-    yaw, pitch = syn.gaze_angles_deg(eye, [3.0, -3.0, 0.0])  # dot to the subject's right
-    dx, dy = syn.iris_offset_cm(yaw, pitch, 4.0, 2.2)
+    yaw, pitch = optics.gaze_angles_deg(eye, [3.0, -3.0, 0.0])  # dot to the subject's right
+    dx, dy = optics.iris_offset_cm(yaw, pitch, 4.0, 2.2)
     assert yaw > 0 and dx > 0 and abs(dy) < 1e-9
     np.testing.assert_allclose(dx, 4.0 * np.sin(np.arctan2(2.0, 35.0)))
     # unmirrored front camera: the subject's right (+X) is the image's left (smaller u)
-    u_centre, _ = syn.camera_to_image_px(eye[0], eye[1], eye[2], 600.0)
-    u_iris, _ = syn.camera_to_image_px(eye[0] + dx, eye[1], eye[2], 600.0)
+    u_centre, _ = optics.camera_to_image_px(eye[0], eye[1], eye[2], 600.0)
+    u_iris, _ = optics.camera_to_image_px(eye[0] + dx, eye[1], eye[2], 600.0)
     assert u_iris < u_centre
-    yaw, pitch = syn.gaze_angles_deg(eye, [1.0, -8.0, 0.0])  # dot below: iris down
-    assert pitch < 0 and syn.iris_offset_cm(yaw, pitch, 4.0, 2.2)[1] < 0
-    assert syn.optical_angles_deg(0.0, 0.0, 5.0, 1.5, "right") == (5.0, -1.5)
-    assert syn.optical_angles_deg(0.0, 0.0, 5.0, 1.5, "left") == (-5.0, -1.5)
+    yaw, pitch = optics.gaze_angles_deg(eye, [1.0, -8.0, 0.0])  # dot below: iris down
+    assert pitch < 0 and optics.iris_offset_cm(yaw, pitch, 4.0, 2.2)[1] < 0
+    assert optics.optical_angles_deg(0.0, 0.0, 5.0, 1.5, "right") == (5.0, -1.5)
+    assert optics.optical_angles_deg(0.0, 0.0, 5.0, 1.5, "left") == (-5.0, -1.5)
 
 
 def test_screen_point_inverts_gaze_angles():
     eye = np.array([0.5, -2.0, 30.0])
     target = np.array([2.5, -9.0, 0.0])
     for roll in (0.0, -4.0):
-        yaw, pitch = syn.gaze_angles_deg(eye, target, roll)
-        np.testing.assert_allclose(syn.screen_point_cm(eye, yaw, pitch, roll), target[:2],
+        yaw, pitch = optics.gaze_angles_deg(eye, target, roll)
+        np.testing.assert_allclose(optics.screen_point_cm(eye, yaw, pitch, roll), target[:2],
                                    atol=1e-9)
 
 
@@ -145,17 +150,17 @@ def _pupil_u(image: np.ndarray, box: np.ndarray) -> float:
 def test_rendered_iris_moves_to_the_image_left_when_the_subject_looks_right():
     params = syn.SyntheticParams(subjects=3, frames_per_subject=1, blur_max_sigma_px=0.0)
     rng = np.random.default_rng(0)
-    subject = syn.sample_subject(params, 0, "train", rng)
-    frames = syn.sample_frames(params, subject, rng)
+    subject = subjects.sample_subject(params, 0, "train", rng)
+    frames = subjects.sample_frames(params, subject, rng)
     frames.blink[:] = False
-    camera, background = syn.sample_camera(rng), syn.make_background(rng)
-    boxes = syn.detector_boxes(params, subject, frames)
+    imaging, background = render.sample_imaging_conditions(rng), render.make_background(rng)
+    boxes = recording.detector_boxes(params, subject, frames)
     face = [boxes["face"][k][0] for k in "XY"]
     right_eye = np.array([boxes["right_eye"][k][0] for k in "XYWH"]) + [*face, 0, 0]
     us = []
     for dx in (-1.0, 1.0):
         frames.iris_cm["right"][0] = (dx, 0.0)
-        image = syn.render_frame(params, subject, frames, 0, camera, background)
+        image = render.render_frame(params, subject, frames, 0, imaging, background)
         us.append(_pupil_u(image, right_eye))
     expected_px = 2.0 * params.focal_px / frames.head_cm[0, 2]
     assert us[1] < us[0] - 0.5 * expected_px  # looking right (+x): pupil moves to image left
@@ -185,6 +190,37 @@ def test_a_subject_does_not_depend_on_how_many_are_generated(tmp_path, raw):
                  progress=False)
     for name in ("frames/00005.jpg", "dotInfo.json", "appleFace.json", "appleLeftEye.json"):
         assert (tmp_path / "three/00002" / name).read_bytes() == (raw / "00002" / name).read_bytes()
+
+
+# The `raw` fixture's labels and first frames, from the generator of GENERATOR_VERSION 2.
+PINNED_LABELS_SHA256 = "73146eb2291be597f045e93fc2300f43b22525f30a720dbd61b1b0e24af48f87"
+PINNED_FIRST_FRAME_MEANS = [118.53, 159.31, 151.9, 145.14]  # grey levels, one per recording
+
+
+def test_generator_output_is_pinned(raw):
+    """A change to the draws (their order included) changes every generated set, while the
+    data module's cache is keyed by GENERATOR_VERSION: such a change must bump it."""
+    digest = hashlib.sha256()
+    for path in sorted(raw.rglob("*.json")):  # every label file and SYNTHETIC.json
+        digest.update(str(path.relative_to(raw)).encode())
+        digest.update(path.read_bytes())
+    assert digest.hexdigest() == PINNED_LABELS_SHA256, (
+        "the synthetic labels changed: if meant, bump GENERATOR_VERSION and update the pin")
+    # JPEG bytes depend on OpenCV's libjpeg build, so frames are pinned by their mean only
+    means = [float(cv2.imread(str(p)).mean()) for p in sorted(raw.glob("*/frames/00000.jpg"))]
+    assert means == pytest.approx(PINNED_FIRST_FRAME_MEANS, abs=0.5), (
+        "the synthetic frames changed: if meant, bump GENERATOR_VERSION and update the pin")
+
+
+def test_default_set_size_is_the_training_configs():
+    """``generate()`` without sizes builds the set ``tinytracker.train`` uses by default."""
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train")
+    configured = OmegaConf.to_container(cfg.data.synthetic, resolve=True)
+    assert {"seed", "subjects", "frames_per_subject"} <= configured.keys()
+    defaults = asdict(syn.SyntheticParams())
+    assert configured == {key: defaults.get(key, "not a SyntheticParams field")
+                          for key in configured}
 
 
 def test_synthetic_json_reports_parameters_and_reference_errors(raw):

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
-from tinytracker.tracking import read_wandb_summary
+from tests.wandb_log import read_wandb_summary
 
 DDP_CPU = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
 # 17 frames per subject: odd val and test splits (17 frames each), which a padding sampler

@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
+from tests.wandb_log import read_wandb_records, read_wandb_summary
 from tinytracker.export.errors import ExportError
 from tinytracker.export.imxconv import (
     CONVERTER_VERSION,
@@ -25,7 +26,6 @@ from tinytracker.export.imxconv import (
     find_converter,
     run_converter,
 )
-from tinytracker.tracking import read_wandb_records, read_wandb_summary
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -22,9 +22,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO, SMALL_DATA, read_metrics
+from tests.wandb_log import read_wandb_summary
 from tinytracker.cli import experiment_alias
 from tinytracker.models.footprint import quantized_size_bytes
-from tinytracker.tracking import read_wandb_summary
 
 try:
     import sweeps

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 import subprocess
@@ -12,13 +14,9 @@ import pytest
 import torch
 
 from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
+from tests.wandb_log import read_wandb_artifacts, read_wandb_config, read_wandb_summary
 from tinytracker.models.checkpoint import CheckpointError, load_checkpoint
-from tinytracker.tracking import (
-    read_wandb_config,
-    read_wandb_records,
-    read_wandb_summary,
-    write_metrics,
-)
+from tinytracker.tracking import WandbRunRef, log_to_wandb_run, update_json_summary, write_metrics
 
 SHORT = [*SMALL_DATA, "trainer.max_epochs=1", "trainer.limit_train_batches=2",
          "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
@@ -39,9 +37,7 @@ def test_wandb_offline_run_holds_summary_and_artifact(tmp_path, cache_dir):
     assert config["model"]["net"]["_target_"] == "tinytracker.models.TinyTracker"
     assert config["data"]["name"] == "synthetic"
     # the best checkpoint was logged as a model artifact of this run
-    log = next(runs[0].glob("*.wandb"))
-    artifacts = [r.artifact for r in read_wandb_records(log)
-                 if r.WhichOneof("record_type") == "artifact"]
+    artifacts = read_wandb_artifacts(runs[0])
     assert [a.type for a in artifacts] == ["model"]
     assert any(e.path.endswith(".ckpt") for e in artifacts[0].manifest.contents)
 
@@ -109,11 +105,34 @@ def test_missing_checkpoint_is_named(tmp_path):
 def test_write_metrics_extends_and_keeps_existing_keys(tmp_path):
     path = tmp_path / "metrics.json"
     write_metrics(path, {"test/error_cm": 1.5, "model/params": 10})
-    write_metrics(path, {"quant/weight_bits": 8, "test/error_cm": 1.25})
-    import json
-
+    write_metrics(path, {"quant/weight_bits": 8, "test/error_cm": 1.25, "val/loss": math.nan})
     data = json.loads(path.read_text())
-    assert data == {"test/error_cm": 1.25, "model/params": 10, "quant/weight_bits": 8}
+    assert data == {"test/error_cm": 1.25, "model/params": 10, "quant/weight_bits": 8,
+                    "val/loss": None}
+
+
+def test_write_metrics_writes_only_metrics_json(tmp_path):
+    with pytest.raises(ValueError, match="pack.json.*update_json_summary"):
+        write_metrics(tmp_path / "pack.json", {"frames": 3})
+    assert not (tmp_path / "pack.json").exists()
+    path = update_json_summary(tmp_path / "pack.json", {"frames": 3, "pack": tmp_path})
+    assert json.loads(path.read_text()) == {"frames": 3, "pack": str(tmp_path)}
+
+
+def test_numbers_and_files_added_to_an_offline_run_are_in_its_log(tmp_path):
+    """log_to_wandb_run (what export uses) through real wandb, read back from the .wandb log."""
+    ref = WandbRunRef("abc123", "tinytracker-test")
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not really a model")
+    run_dir = log_to_wandb_run(ref, tmp_path / "save", "offline",
+                               {"export/size_bytes": 18, "export/error_cm": 1.5}, [model],
+                               artifact_name="model-abc123")
+    assert run_dir.name.startswith("offline-run-") and run_dir.name.endswith("-abc123")
+    summary = read_wandb_summary(run_dir)
+    assert summary["export/size_bytes"] == 18 and summary["export/error_cm"] == 1.5
+    artifacts = read_wandb_artifacts(run_dir)
+    assert [(a.type, [e.path for e in a.manifest.contents]) for a in artifacts] == \
+        [("model", ["model.onnx"])]
 
 
 @pytest.mark.slow

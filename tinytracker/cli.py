@@ -1,13 +1,19 @@
-"""``key=value`` command-line parsing for the small entry points that are not Hydra apps.
+"""Command-line conventions shared by every ``python -m tinytracker.<command>``.
 
-Every ``python -m tinytracker.<command>`` takes the same ``key=value`` arguments as the Hydra
-training entry point, validated against a dataclass so that a typo fails with the key named.
+Every command takes the same ``key=value`` arguments as the Hydra training entry point; the
+small ones that are not Hydra apps validate them against a dataclass (:func:`parse_args`), so
+a typo fails with the key named. Errors the user can fix print ``<command>: error: ...`` and
+exit 1 (:func:`errors_exit`); results print as JSON (:func:`print_json`).
 """
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
@@ -45,6 +51,24 @@ def parse_args(schema: type[T], argv: Sequence[str] | None = None, prog: str = "
 def _fail(message: str, prog: str) -> None:
     print(f"{prog}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+@contextmanager
+def errors_exit(prog: str, *errors: type[Exception]) -> Iterator[None]:
+    """Turn the expected ``errors`` (bad input the message explains) into ``prog: error: ...``
+    on stderr and exit status 1, without a traceback; anything else still raises."""
+    try:
+        yield
+    except errors as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from err
+
+
+def print_json(result: Any) -> None:
+    """Print a command's result (a dataclass or a dict) as JSON, paths as strings."""
+    values = asdict(result) if is_dataclass(result) else dict(result)
+    print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in values.items()},
+                     indent=1))
 
 
 def experiment_alias(argv: Sequence[str]) -> list[str]:

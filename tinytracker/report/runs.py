@@ -40,18 +40,20 @@ class Skipped:
 
 
 @dataclass
-class Runs:
+class LoadedRuns:
+    """The runs ``load_runs`` found: those with both metrics, and the rest with the reason."""
+
     results: list[RunResult]
     skipped: list[Skipped]
 
 
-def load_runs(spec: str, error_key: str, size_key: str) -> Runs:
+def load_runs(spec: str, error_key: str, size_key: str) -> LoadedRuns:
     """Runs of ``spec``: a run directory, a folder of runs, a glob, or ``wandb://e/p/sweep``."""
     if spec.startswith(WANDB_SCHEME):
         records = wandb_sweep_records(spec)
     else:
         records = local_records(spec)
-    return _results(records, error_key, size_key)
+    return _plottable(records, error_key, size_key)
 
 
 def metrics_files(spec: str) -> list[Path]:
@@ -73,21 +75,23 @@ def metrics_files(spec: str) -> list[Path]:
 
 
 @dataclass
-class _Record:
+class _RunRecord:
+    """A run as found (local or W&B), before its metrics are checked."""
+
     name: str
     source: str
     metrics: dict[str, Any]
     overrides: list[str]
 
 
-def local_records(spec: str) -> list[_Record]:
+def local_records(spec: str) -> list[_RunRecord]:
     files = metrics_files(spec)
     dirs = [f.parent.resolve() for f in files]
     root = Path(os.path.commonpath(dirs))
     records = []
     for path, run_dir in zip(files, dirs, strict=True):
         name = str(run_dir.relative_to(root)) if run_dir != root else run_dir.name
-        records.append(_Record(name, str(path), _read_json(path), _read_overrides(run_dir)))
+        records.append(_RunRecord(name, str(path), _read_json(path), _read_overrides(run_dir)))
     return records
 
 
@@ -115,7 +119,7 @@ def _read_overrides(run_dir: Path) -> list[str]:
     return [str(o) for o in data]
 
 
-def wandb_sweep_records(spec: str) -> list[_Record]:
+def wandb_sweep_records(spec: str) -> list[_RunRecord]:
     """Runs of ``wandb://<entity>/<project>/<sweep-id>`` through the W&B API (needs network)."""
     path = spec[len(WANDB_SCHEME):].strip("/")
     parts = path.split("/")
@@ -143,11 +147,11 @@ def wandb_sweep_records(spec: str) -> list[_Record]:
         summary = getattr(run.summary, "_json_dict", None) or dict(run.summary)
         metrics = {k: v for k, v in summary.items() if not k.startswith("_")}
         overrides = [f"{k}={run.config[k]}" for k in params if k in run.config]
-        records.append(_Record(run.name, run.url, metrics, overrides))
+        records.append(_RunRecord(run.name, run.url, metrics, overrides))
     return records
 
 
-def _results(records: list[_Record], error_key: str, size_key: str) -> Runs:
+def _plottable(records: list[_RunRecord], error_key: str, size_key: str) -> LoadedRuns:
     results, skipped = [], []
     for rec in records:
         error, size = rec.metrics.get(error_key), rec.metrics.get(size_key)
@@ -158,7 +162,7 @@ def _results(records: list[_Record], error_key: str, size_key: str) -> Runs:
             continue
         results.append(RunResult(rec.name, rec.source, float(error), int(size), rec.overrides,
                                  rec.metrics))
-    return Runs(results, skipped)
+    return LoadedRuns(results, skipped)
 
 
 def _is_number(value: Any) -> bool:

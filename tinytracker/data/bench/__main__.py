@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tinytracker.config import build_net, register_resolvers
 from tinytracker.data.datamodule import FORMATS
 from tinytracker.data.throughput import loader_rate
-from tinytracker.tracking import write_metrics
+from tinytracker.tracking import update_json_summary
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -64,7 +64,7 @@ def main(cfg: DictConfig) -> None:
     results["bench/model"] = cfg.model.name
     results["bench/batch_size"] = cfg.data.batch_size
     out = Path(HydraConfig.get().runtime.output_dir) / "bench.json"
-    write_metrics(out, results)
+    update_json_summary(out, results)
     print(f"\nsamples/s per CPU core, {cfg.model.name} inputs, batch {cfg.data.batch_size}, "
           f"best of {cfg.rounds} (load average {results['bench/load_avg_1min_start']:.2f} at "
           f"start, {results['bench/load_avg_1min_end']:.2f} at end):")

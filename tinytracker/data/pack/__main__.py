@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tinytracker.config import build_net, register_resolvers
 from tinytracker.data.packed import META_FILE
-from tinytracker.tracking import write_metrics
+from tinytracker.tracking import update_json_summary
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -47,7 +47,7 @@ def pack(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     }
     for key, value in summary.items():
         log.info("%s: %s", key, value)
-    write_metrics(out_dir / "pack.json", summary)
+    update_json_summary(out_dir / "pack.json", summary)
     return summary
 
 

@@ -1,0 +1,26 @@
+"""Where a run's results go: flat JSON files in its directory (:mod:`.summary_files`:
+``metrics.json`` and other summaries) and W&B (:mod:`.wandb_run`)."""
+
+from tinytracker.tracking.summary_files import METRICS_FILE, update_json_summary, write_metrics
+from tinytracker.tracking.wandb_run import (
+    WandbRunRef,
+    checkpoint_wandb_run,
+    log_checkpoint_artifact,
+    log_summary,
+    log_to_wandb_run,
+    start_wandb,
+    wandb_loggers,
+)
+
+__all__ = [
+    "METRICS_FILE",
+    "WandbRunRef",
+    "checkpoint_wandb_run",
+    "log_checkpoint_artifact",
+    "log_summary",
+    "log_to_wandb_run",
+    "start_wandb",
+    "update_json_summary",
+    "wandb_loggers",
+    "write_metrics",
+]
