@@ -38,6 +38,7 @@ from tinytracker.deploy.manifest import (
     OutputSpec,
     RoiSpec,
     file_sha256,
+    manifest_for_export,
     read_manifest,
     write_manifest,
 )
@@ -367,6 +368,9 @@ def test_head_of_another_checkpoint_is_refused(tmp_path):
     message = str(err.value)
     for name in (SHA_A, SHA_B, str(tmp_path / "head.npz"), str(tmp_path / "deploy.json")):
         assert name in message
+    save_head(tmp_path / "head.npz", [np.zeros((2, 9))], [np.zeros(2)], SHA_A)
+    with pytest.raises(HeadError, match="takes 5 features.*output.size=3"):
+        camera.load(tmp_path / "deploy.json")
     save_head(tmp_path / "head.npz", [np.zeros((2, 7))], [np.zeros(2)], SHA_A)
     loaded, head = camera.load(tmp_path / "deploy.json")
     assert loaded == manifest and head is not None
@@ -433,6 +437,51 @@ def test_manifest_missing_unknown_or_mistyped_keys_are_named(tmp_path):
     path = edited(tmp_path, lambda d: d["roi"].update(edge="wrap"))
     with pytest.raises(ManifestError, match="key 'roi'.*roi.edge"):
         read_manifest(path)
+
+
+def one_input_dnn_params() -> str:
+    """DNN_PARAMS without its second (grid-embedding) input tensor."""
+    start = DNN_PARAMS.index('<inputTensor persistency="1" ordinal="1"')
+    end = DNN_PARAMS.index("</inputTensor>", start) + len("</inputTensor>")
+    return DNN_PARAMS[:start] + DNN_PARAMS[end:]
+
+
+def test_manifest_for_export_from_the_converters_dnn_params(tmp_path):
+    path = tmp_path / "dnnParams.xml"
+    path.write_text(DNN_PARAMS)
+    kwargs = dict(input_format="RGB", mean=0.5, std=0.5, roi=RoiSpec(), output_kind="gaze_cm",
+                  head_file=None, ckpt_sha256=SHA_A)
+    with pytest.raises(ManifestError, match=rf"{path} lists 2 input tensors.*exactly one"):
+        manifest_for_export(decode.parse_dnn_params(path), path, **kwargs)
+    path.write_text(one_input_dnn_params())
+    manifest = manifest_for_export(decode.parse_dnn_params(path), path, **kwargs)
+    assert (manifest.input.width, manifest.input.height, manifest.input.scale) == (
+        112, 112, 0.0078125)
+    assert manifest.output == OutputSpec("gaze_cm", 2, 0.03125, 0, "cm")
+    with pytest.raises(ManifestError, match=r"needs \(1, height, width\)"):
+        manifest_for_export(decode.parse_dnn_params(path), path, **{**kwargs, "input_format": "Y"})
+    features = manifest_for_export(decode.parse_dnn_params(path), path,
+                                   **{**kwargs, "output_kind": "features",
+                                      "head_file": "head.npz"})
+    assert features.output.units == "1" and features.head.file == "head.npz"
+    with pytest.raises(ManifestError, match="key 'head'"):
+        manifest_for_export(decode.parse_dnn_params(path), path,
+                            **{**kwargs, "output_kind": "features"})
+    assert read_manifest(write_manifest(tmp_path / "deploy.json", manifest)) == manifest
+
+
+def test_sensor_mismatches_compare_the_rpk_with_deploy_json():
+    manifest = features_manifest()
+    norm = manifest.input.isp_norm()
+    # picamera2's IMX500.config["input_tensor"]: lists, div_shift a scalar
+    matching = {"input_format": "RGB", "norm_val": list(norm.norm_val),
+                "norm_shift": list(norm.norm_shift), "div_val": list(norm.div_val),
+                "div_shift": norm.div_shift, "width": 8, "height": 8}
+    assert camera.sensor_mismatches(matching, (8, 8), manifest) == []
+    found = camera.sensor_mismatches({**matching, "input_format": "BGR",
+                                      "div_val": [1024, 1024, 1024]}, (112, 112), manifest)
+    assert len(found) == 3
+    assert "input format is BGR" in found[0] and "(112, 112)" in found[1] and "div_val" in found[2]
 
 
 def test_file_sha256(tmp_path):

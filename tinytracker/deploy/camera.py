@@ -16,13 +16,13 @@ codes (:func:`~tinytracker.deploy.decode.quantise`, as the sensor sends them).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
 from tinytracker.deploy import decode, roi
-from tinytracker.deploy.head import BOX_DIM, Head, check_checkpoint, load_head
+from tinytracker.deploy.head import BOX_DIM, Head, HeadError, check_checkpoint, load_head
 from tinytracker.deploy.manifest import Manifest, read_manifest
 
 # (N, C, H, W) float32 input, as the exported sensor graph takes it -> (N, D) float32 output
@@ -37,7 +37,41 @@ def load(manifest_path: Path | str) -> tuple[Manifest, Head | None]:
         return manifest, None
     head = load_head(head_path)
     check_checkpoint(head, manifest.ckpt_sha256, head_path, manifest_path)
+    if head.feature_dim != manifest.output.size:
+        raise HeadError(f"the head {head_path} takes {head.feature_dim} features but "
+                        f"{manifest_path} says the sensor sends output.size="
+                        f"{manifest.output.size}")
     return manifest, head
+
+
+def sensor_mismatches(input_tensor: dict, input_size: Sequence[int] | None,
+                      manifest: Manifest) -> list[str]:
+    """What the loaded ``.rpk`` says about its input tensor that ``deploy.json`` contradicts.
+
+    ``input_tensor``: picamera2's ``IMX500.config["input_tensor"]`` (``input_format``,
+    ``norm_val``, ``norm_shift``, ``div_val``, ``div_shift``, read from the ``.rpk``'s
+    ``network_info.txt``); ``input_size``: ``IMX500.get_input_size()`` ``(width, height)``.
+    An empty list: the emulation's input matches the camera's.
+    """
+    spec = manifest.input
+    found: list[str] = []
+    fmt = input_tensor.get("input_format")
+    if fmt is not None and fmt != spec.format:
+        found.append(f"the network's input format is {fmt}, deploy.json says {spec.format}")
+    if input_size is not None and tuple(input_size) != (spec.width, spec.height):
+        found.append(f"the network's input is {tuple(input_size)} (width, height), deploy.json "
+                     f"says {(spec.width, spec.height)}")
+    if fmt in ("RGB", "BGR"):  # picamera2 reads the registers for colour inputs only
+        expected = asdict(spec.isp_norm())
+        for key, value in expected.items():
+            got = input_tensor.get(key)
+            if got is not None and _as_tuple(got) != _as_tuple(value):
+                found.append(f"ISP register {key} is {got}, the emulation assumes {value}")
+    return found
+
+
+def _as_tuple(value: object) -> tuple:
+    return tuple(value) if isinstance(value, list | tuple) else (value,)
 
 
 def roi_for_face(face_box: Sequence[float] | None, stream_size: tuple[int, int],

@@ -33,7 +33,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tinytracker.deploy.decode import OUTPUT_KINDS, TensorSpec
+import numpy as np
+
+from tinytracker.deploy.decode import OUTPUT_KINDS, DnnParams, TensorSpec
+from tinytracker.deploy.head import FORMULA as HEAD_FORMULA
 from tinytracker.deploy.roi import INPUT_FORMATS, SENSOR_SIZE, IspNorm, RoiRule
 
 FORMAT_VERSION = 1
@@ -147,6 +150,37 @@ class Manifest:
     def head_path(self, manifest_path: Path | str) -> Path | None:
         """The head file, resolved against the folder of ``manifest_path``."""
         return None if self.head is None else Path(manifest_path).parent / self.head.file
+
+
+def manifest_for_export(dnn: DnnParams, dnn_path: Path | str, *, input_format: str,
+                        mean: float, std: float, roi: RoiSpec, output_kind: str,
+                        head_file: str | None, ckpt_sha256: str) -> Manifest:
+    """The manifest of a converted network: sizes and scales from its ``dnnParams.xml``
+    (``dnn``, read from ``dnn_path``), the rest from the model's config. Refuses a network
+    the sensor cannot feed (more than one input tensor) or read (more than one output)."""
+    if len(dnn.inputs) != 1:
+        raise ManifestError(
+            f"{dnn_path} lists {len(dnn.inputs)} input tensors "
+            f"({', '.join(t.name for t in dnn.inputs)}); the IMX500 fills exactly one, from its "
+            "ISP. Export a model whose only input is the image (not the grid-embedding design)")
+    if len(dnn.outputs) != 1:
+        raise ManifestError(f"{dnn_path} lists {len(dnn.outputs)} output tensors; the camera "
+                            "side reads one (the gaze in cm, or the head's features)")
+    (tensor,), (out,) = dnn.inputs, dnn.outputs
+    channels = 1 if input_format == "Y" else 3
+    if len(tensor.shape) != 3 or tensor.shape[0] != channels:
+        raise ManifestError(f"{dnn_path}: input tensor {tensor.name!r} has shape {tensor.shape}; "
+                            f"input format {input_format} needs ({channels}, height, width)")
+    manifest = Manifest(
+        input=InputSpec(input_format, width=tensor.shape[2], height=tensor.shape[1],
+                        scale=tensor.scale, zero_point=tensor.zero_point, mean=mean, std=std),
+        roi=roi,
+        output=OutputSpec(output_kind, int(np.prod(out.shape)), out.scale, out.zero_point,
+                          OUTPUT_KINDS.get(output_kind, "?")),
+        head=None if head_file is None else HeadRef(head_file, HEAD_FORMULA),
+        ckpt_sha256=ckpt_sha256)
+    manifest.validate(str(dnn_path))
+    return manifest
 
 
 def write_manifest(path: Path | str, manifest: Manifest) -> Path:

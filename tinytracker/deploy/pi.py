@@ -53,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     manifest, head = camera.load(args.manifest)
     imx500 = IMX500(args.network)  # uploads the network: minutes the first time
+    for mismatch in camera.sensor_mismatches(imx500.config["input_tensor"],
+                                             imx500.get_input_size(), manifest):
+        log.warning("%s: %s (the emulated error does not describe this camera)",
+                    args.network, mismatch)
     picam2 = Picamera2(imx500.camera_num)
     stream_size = (args.stream_width, args.stream_height)
     picam2.configure(picam2.create_preview_configuration(
