@@ -604,3 +604,36 @@ def test_stream_rgb_swaps_picamera2s_bgr_order():
     four = np.dstack([frame, np.full((2, 2), 99, dtype=np.uint8)])  # XRGB8888
     assert camera.stream_rgb(four)[0, 0].tolist() == [0, 0, 10]
     assert cv2.cvtColor(frame, cv2.COLOR_BGR2RGB).tolist() == rgb.tolist()
+
+
+def test_emulated_late_model_with_onnx_runtime_matches_torch(tmp_path):
+    """A real sensor graph (torch -> ONNX -> ONNX Runtime) and the numpy head reproduce the
+    PyTorch features + head on the same camera input, up to the output tensor's int8 grid."""
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    sensor = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                           nn.Flatten(), nn.Linear(4, 3)).eval()
+    module = nn.Sequential(nn.Linear(3 + 4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    onnx_path = tmp_path / "sensor.onnx"
+    torch.onnx.export(sensor, torch.zeros(1, 3, 8, 8), str(onnx_path), input_names=["face"],
+                      dynamo=False)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+
+    def graph(x: np.ndarray) -> np.ndarray:
+        return session.run(None, {"face": x.astype(np.float32)})[0]
+
+    write_manifest(tmp_path / "deploy.json", features_manifest())
+    save_head(tmp_path / "head.npz", *layers_from_sequential(module)[:2], SHA_A)
+    manifest, head = camera.load(tmp_path / "deploy.json")
+    frame = gradient_frame(64, 48)
+    gaze, roi = camera.emulate_frame(frame, (20, 10, 24, 24), manifest, head, graph)
+
+    x = torch.from_numpy(camera.sensor_input(frame, roi, manifest))
+    with torch.no_grad():
+        features = sensor(x)
+        step = manifest.output.scale
+        on_grid = torch.round(features / step) * step  # the int8 output tensor
+        box = torch.from_numpy(normalised_box(roi))[None]
+        expected = module(torch.cat([on_grid, box], dim=1)).numpy()
+    assert np.abs(features.numpy()).max() > step  # the features are not all rounded to 0
+    np.testing.assert_allclose(gaze, expected, atol=1e-5, rtol=0)
