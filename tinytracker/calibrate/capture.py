@@ -30,10 +30,10 @@ from omegaconf import MISSING
 
 from tinytracker.calibrate.pattern import check_pattern_points, pattern_fractions
 from tinytracker.cli import parse_args
+from tinytracker.data.face_detection import Detection, HaarDetector
 from tinytracker.data.gazecapture import RECORDING_NAME
 from tinytracker.data.gazecapture_write import box_json, dot_json, write_frame, write_labels
 from tinytracker.data.geometry import face_grid_from_rect
-from tinytracker.predict.detect import Detection, HaarDetector
 from tinytracker.predict.screen import Screen
 
 log = logging.getLogger(__name__)

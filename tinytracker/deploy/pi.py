@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:
         log.error(PICAMERA2_MISSING)
         return 2
-    from tinytracker.predict.detect import HaarDetector
+    from tinytracker.data.face_detection import HaarDetector
 
     manifest, head = camera.load(args.manifest)
     imx500 = IMX500(args.network)  # uploads the network: minutes the first time

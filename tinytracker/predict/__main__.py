@@ -50,8 +50,8 @@ class PredictArgs:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(PredictArgs, argv, prog=PROG)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from tinytracker.data.face_detection import DetectorUnavailable
     from tinytracker.models.checkpoint import CheckpointError
-    from tinytracker.predict.detect import DetectorUnavailable
     from tinytracker.predict.pipeline import run, screen_from
     from tinytracker.predict.sources import InputError, open_source
 

@@ -16,9 +16,9 @@ import numpy as np
 
 from tinytracker.correction.corrections import CalibrationError
 from tinytracker.correction.saved import load_calibration
+from tinytracker.data.face_detection import HaarDetector
 from tinytracker.data.inputs import frame_inputs
 from tinytracker.onnx_runner import OnnxRunner
-from tinytracker.predict.detect import HaarDetector
 from tinytracker.predict.draw import annotate
 from tinytracker.predict.records import FramePrediction, write_csv, write_json
 from tinytracker.predict.runner import CalibratedRunner, Runner, TorchRunner, load_runner
