@@ -42,8 +42,8 @@ from tinytracker.calibrate.protocol import (
 from tinytracker.calibrate.saved import save_corrections
 from tinytracker.config import register_resolvers
 from tinytracker.evaluate import checkpoint_data, spec_data
-from tinytracker.export.onnx import is_quantized
 from tinytracker.models.checkpoint import CheckpointError, module_from_checkpoint
+from tinytracker.quant.checkpoints import is_quantized_net
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -85,7 +85,7 @@ def load_models(cfg: DictConfig, data_cfg: DictConfig, split: str,
         _, loader = checkpoint_data(data_cfg.copy(), module, split)
         models.append(Model("pytorch", str(cfg.ckpt_path), "checkpoint",
                             checkpoint_outputs(module, loader, features),
-                            is_quantized(module.net)))
+                            is_quantized_net(module.net)))
     if cfg.onnx_path:
         onnx = OnnxModel(cfg.onnx_path, cfg.ort_optimization)
         _, loader = spec_data(data_cfg.copy(), onnx.input_spec, onnx.input_keys, split)
