@@ -1,7 +1,10 @@
 """Quantization of the float gaze nets: wrappers around ``tinytracker.models``, never forks.
 
+* :mod:`tinytracker.quant.scheme`: ``QuantScheme``, the one declaration of the scheme
+  (bits, scaling, layer groups) that the config maps onto; no Brevitas import.
 * :mod:`tinytracker.quant.brevitas`: ``BrevitasNet``, the int8 (or mixed-precision)
-  fake-quantized version of any float net, and ``calibrate``.
+  fake-quantized version of any float net, and ``calibrate``; built from ``folding`` (batch
+  norm), ``swap`` (float -> Brevitas layers) and ``input_links`` (int32 biases).
 * :mod:`tinytracker.quant.training`: the float -> reference test -> calibrated quantized
   module start of a QAT / PTQ run (``python -m tinytracker.train +experiment=qat``).
 * :mod:`tinytracker.quant.checkpoints`: float vs quantized checkpoint checks (no Brevitas

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from tinytracker.models.checkpoint import CheckpointError
+from tinytracker.quant.scheme import QUANTIZED_TARGET
 
-# ``_target_`` of the quantized wrapper (tinytracker.quant.brevitas.BrevitasNet); a test keeps
-# the two in step.
-QUANTIZED_TARGET = "tinytracker.quant.brevitas.BrevitasNet"
+__all__ = ["QUANTIZED_TARGET", "CheckpointKindError", "is_quantized_checkpoint",
+           "is_quantized_net", "describe", "require_kind", "config_differences"]
 
 
 class CheckpointKindError(CheckpointError):
