@@ -1,9 +1,9 @@
 """Map the authors' released TinyTracker / TinyTrackerS TFLite graphs onto our PyTorch models.
 
-The class docstrings of :mod:`tinytracker.models.tinytracker` give the operator <-> module
-tables. Here the file's weight operators (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) are
-paired, in graph order, with the model's Conv2d/Linear modules in execution order; every
-pair's shapes and fused activation are checked before anything is copied.
+:mod:`tinytracker.import_tflite.layer_tables` gives the operator <-> module tables. Here the
+file's weight operators (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) are paired, in graph
+order, with the model's Conv2d/Linear modules in execution order; every pair's shapes and fused
+activation are checked before anything is copied.
 
 * Weights and biases are dequantized (per-channel scales and zero points).
 * Batch norm is folded into the TFLite convolutions: each BN is set to the identity
@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from tinytracker.import_tflite.reader import Graph, Op, Tensor, TFLiteFormatError
-from tinytracker.models.tinytracker import tf_same_pads
+from tinytracker.models.tf_padding import tf_same_pads
 
 MODELS = ("tinytracker", "tinytracker_s")
 TARGETS = {"tinytracker": "tinytracker.models.TinyTracker",
