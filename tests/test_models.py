@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from tinytracker.models import Footprint, ITracker, TinyTracker, TinyTrackerS, footprint
+from tinytracker.models import Footprint, ITracker, TinyTracker, TinyTrackerS, footprint, registry
 
 # Conv / depthwise / dense layers of the authors' released TFLite files, in graph order, read
 # from the flatbuffers in ../shared/anchors (tensor shapes of each op's kernel and output):
@@ -308,3 +308,43 @@ def test_footprint_leaves_training_mode_and_bn_statistics_alone():
     footprint(model, model.input_shapes)
     assert model.training
     torch.testing.assert_close(model.backbone.features[0][1].running_mean, before)
+
+
+# ---------------------------------------------------------------- registry
+
+
+@pytest.mark.parametrize("name, cls", [("itracker", ITracker), ("tinytracker", TinyTracker),
+                                       ("tinytracker_s", TinyTrackerS)])
+def test_registry_builds_each_net_by_name_with_its_card_defaults(name, cls):
+    net = registry.build(name)
+    card = registry.card(name)
+    assert type(net) is cls and registry.card_of(net) is card
+    assert net.input_shapes["face"] == (card.in_channels, card.input_size, card.input_size)
+    assert registry.build(name, image_size=64).input_shapes["face"][-1] == 64
+
+
+def test_registry_names_the_known_models_on_a_typo():
+    with pytest.raises(KeyError, match="tinytracker_s"):
+        registry.card("tinytracker-s")
+
+
+@pytest.mark.parametrize("name", sorted(registry.MODELS))
+def test_model_config_and_experiment_agree_with_the_card(name):
+    """conf/model/<name>.yaml builds the card's class; its experiment feeds the card's input."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import REPO
+
+    card = registry.card(name)
+    model = OmegaConf.load(REPO / "conf" / "model" / f"{name}.yaml")
+    assert model.name == card.name and model.net._target_ == card.target
+    data = OmegaConf.load(REPO / "conf" / "experiment" / f"{card.experiment}.yaml").data
+    assert {k: data[k] for k in card.input_spec()} == card.input_spec()
+
+
+def test_released_weights_are_those_the_importer_takes():
+    from tinytracker.import_tflite.convert import MODELS
+
+    assert MODELS == ("tinytracker", "tinytracker_s")
+    assert registry.card("tinytracker").released.file == "TinyTracker.tflite"
+    assert registry.card("itracker").released is None
