@@ -89,7 +89,8 @@ def _matching_model(graph: Graph, inp: Tensor, baked: np.ndarray | None, model: 
             return name, cfg, net, _pair_layers(graph, net)
         except TFLiteFormatError as err:
             errors.append(f"{name}: {err}")
-    raise TFLiteFormatError(f"{graph.path} is not a released TinyTracker/TinyTrackerS file: "
+    released = ", ".join(registry.card(n).released.file for n in MODELS)
+    raise TFLiteFormatError(f"{graph.path} is not one of the released files ({released}): "
                             + "; ".join(errors))
 
 

@@ -33,10 +33,6 @@ class ReleasedWeights:
     # output_scale_cm (30 cm: TinyTracker's evaluation, anchors README; 10 cm: TinyTrackerS'
     # training script, train_TinyTrackerS.py).
 
-    def import_command(self, path: str, out: str) -> str:
-        """The command that writes the file's weights as a checkpoint."""
-        return f"python -m tinytracker.import_tflite path={path} out={out}"
-
 
 @dataclass(frozen=True)
 class ModelCard:
@@ -68,15 +64,6 @@ class ModelCard:
     def in_channels(self) -> int:
         """Image channels by default: 1 (grey) or 3 (RGB)."""
         return int(self.defaults.get("in_channels", 3))
-
-    @property
-    def grid_embedding(self) -> bool:
-        """Whether the model takes the 2-channel grid embedding next to the face by default."""
-        return bool(self.defaults.get("grid_embedding", False))
-
-    @property
-    def input_keys(self) -> tuple[str, ...]:
-        return tuple(build(self.name).input_keys)
 
     def input_spec(self) -> dict[str, Any]:
         """The data settings (``data.*``) of the model's default input; the model's experiment
