@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -218,3 +220,13 @@ def test_unknown_activation_type_is_refused(tmp_path):
     expected = r"activation_type must be one of \('uint8', 'as_trained'\), got 'int4'"
     with pytest.raises(ValueError, match=expected):
         export_onnx(TinyTracker(image_size=64), tmp_path / "m.onnx", activation_type="int4")
+
+
+def test_reading_onnx_loads_neither_brevitas_nor_mct(tmp_path):
+    """Opening and running an ONNX file (calibrate, predict) must not import the quantizers."""
+    code = ("import sys; import tinytracker.export.onnx, tinytracker.calibrate.model_outputs; "
+            "print([m for m in sys.modules if m.split('.')[0] in "
+            "('brevitas', 'model_compression_toolkit', 'mct_quantizers')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -166,3 +166,9 @@ def test_not_a_tflite_file_is_rejected(tmp_path):
         read_tflite(path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_tflite(tmp_path / "missing.tflite")
+
+
+def test_file_of_another_model_is_refused_naming_the_released_files():
+    graph = read_tflite(ANCHORS / FILES["tinytracker"])
+    with pytest.raises(TFLiteFormatError, match="TinyTracker.tflite, TinyTrackerS.tflite"):
+        import_graph(graph, model="tinytracker_s")

@@ -5,17 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torchvision.models import mobilenet_v3_small
 
-from tinytracker.models import (
-    Footprint,
-    ITracker,
-    TinyTracker,
-    TinyTrackerS,
-    footprint,
-    load_backbone_weights,
-)
-from tinytracker.models.itracker import PUBLIC_CHECKPOINT_PREFIXES, remap_public_checkpoint
+from tinytracker.models import Footprint, ITracker, TinyTracker, TinyTrackerS, footprint, registry
 
 # Conv / depthwise / dense layers of the authors' released TFLite files, in graph order, read
 # from the flatbuffers in ../shared/anchors (tensor shapes of each op's kernel and output):
@@ -135,19 +126,6 @@ def test_itracker_rejects_a_face_grid_of_the_wrong_size():
     face, eye_l, eye_r, _ = rand_inputs(model, batch=1)
     with pytest.raises(ValueError, match="grid_size"):
         model(face, eye_l, eye_r, torch.zeros(1, 24 * 24))
-
-
-def test_itracker_loads_a_public_checkpoint_after_remapping():
-    inverse = {ours: public for public, ours in PUBLIC_CHECKPOINT_PREFIXES.items()}
-    ours = ITracker().state_dict()
-    public = {}
-    for key, value in ours.items():
-        prefix = next(p for p in inverse if key.startswith(p))
-        public["module." + inverse[prefix] + key[len(prefix) :]] = value
-    model = ITracker()
-    model.load_state_dict(remap_public_checkpoint(public), strict=True)
-    with pytest.raises(KeyError, match="unexpected key"):
-        remap_public_checkpoint({"classifier.weight": torch.zeros(1)})
 
 
 # ---------------------------------------------------------------- TinyTracker
@@ -332,34 +310,41 @@ def test_footprint_leaves_training_mode_and_bn_statistics_alone():
     torch.testing.assert_close(model.backbone.features[0][1].running_mean, before)
 
 
-# ---------------------------------------------------------------- pretrained
+# ---------------------------------------------------------------- registry
 
 
-def test_pretrained_loader_names_a_missing_file(tmp_path):
-    missing = tmp_path / "nope.pth"
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
-        load_backbone_weights(TinyTracker(), str(missing))
+@pytest.mark.parametrize("name, cls", [("itracker", ITracker), ("tinytracker", TinyTracker),
+                                       ("tinytracker_s", TinyTrackerS)])
+def test_registry_builds_each_net_by_name_with_its_card_defaults(name, cls):
+    net = registry.build(name)
+    card = registry.card(name)
+    assert type(net) is cls and registry.card_of(net) is card
+    assert net.input_shapes["face"] == (card.in_channels, card.input_size, card.input_size)
+    assert registry.build(name, image_size=64).input_shapes["face"][-1] == 64
 
 
-def test_pretrained_loader_copies_matching_tensors(tmp_path):
-    torch.manual_seed(0)
-    source = mobilenet_v3_small()  # random init stands in for ImageNet weights
-    path = tmp_path / "mnv3s.pth"
-    torch.save(source.state_dict(), path)
-    model = TinyTracker()
-    report = load_backbone_weights(model, str(path))
+def test_registry_names_the_known_models_on_a_typo():
+    with pytest.raises(KeyError, match="tinytracker_s"):
+        registry.card("tinytracker-s")
 
-    stem = model.backbone.features[0][0].weight
-    torch.testing.assert_close(stem, source.features[0][0].weight)
-    # block 1 of the full net has squeeze-excite between depthwise and project
-    torch.testing.assert_close(
-        model.backbone.features[1].block[1][0].weight, source.features[1].block[2][0].weight
-    )
-    # 5x5 depthwise kernels of the full net cannot go into the minimalistic 3x3 ones
-    dw = "features.4.block.1.0.weight"
-    assert any(s.startswith(dw) and "(96, 1, 5, 5)" in s for s in report.skipped)
-    assert "features.12.0.weight" in report.loaded
-    assert len(report.loaded) > 100
 
-    with pytest.raises(ValueError, match="layer sequence"):
-        load_backbone_weights(TinyTrackerS(), str(path))
+@pytest.mark.parametrize("name", sorted(registry.MODELS))
+def test_model_config_and_experiment_agree_with_the_card(name):
+    """conf/model/<name>.yaml builds the card's class; its experiment feeds the card's input."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import REPO
+
+    card = registry.card(name)
+    model = OmegaConf.load(REPO / "conf" / "model" / f"{name}.yaml")
+    assert model.name == card.name and model.net._target_ == card.target
+    data = OmegaConf.load(REPO / "conf" / "experiment" / f"{card.experiment}.yaml").data
+    assert {k: data[k] for k in card.input_spec()} == card.input_spec()
+
+
+def test_released_weights_are_those_the_importer_takes():
+    from tinytracker.import_tflite.convert import MODELS
+
+    assert MODELS == ("tinytracker", "tinytracker_s")
+    assert registry.card("tinytracker").released.file == "TinyTracker.tflite"
+    assert registry.card("itracker").released is None

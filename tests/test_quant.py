@@ -16,8 +16,10 @@ from tinytracker.models import TinyTracker, TinyTrackerS, footprint
 from tinytracker.models.checkpoint import module_from_checkpoint
 from tinytracker.models.module import GazeModule
 from tinytracker.quant import checkpoints
-from tinytracker.quant.brevitas import BrevitasNet, calibrate, fold_batchnorm
+from tinytracker.quant.brevitas import BrevitasNet, calibrate
 from tinytracker.quant.checkpoints import CheckpointKindError
+from tinytracker.quant.folding import fold_batchnorm
+from tinytracker.quant.scheme import QuantScheme
 from tinytracker.quant.training import validate_quant_config
 
 # In-process training here: one torch thread, so a second job on 2 cores does not thrash.
@@ -165,6 +167,11 @@ def test_bad_scheme_names_the_key(kwargs, key):
         BrevitasNet(_trained_float(), **kwargs)
 
 
+def test_unknown_scheme_key_is_named():
+    with pytest.raises(ValueError, match="weight_bit'"):
+        BrevitasNet(_trained_float(), weight_bit=4)
+
+
 def test_checkpoint_reloads_from_its_config(tmp_path):
     net_cfg = {"_target_": checkpoints.QUANTIZED_TARGET,
                "float_net": {"_target_": "tinytracker.models.TinyTracker"},
@@ -218,7 +225,32 @@ def test_qat_experiment_composes_the_default_scheme():
     scheme = validate_quant_config(cfg).as_dict()
     assert scheme == {"weight_bits": 8, "act_bits": 8, "layer_bits": {}, "input_bits": 8,
                       "output_bits": 8, "per_channel": True, "scaling": "po2"}
-    assert cfg.quant.net.float_net._target_ == cfg.model.net._target_
+    assert scheme == QuantScheme().as_dict()
+    net = validate_quant_config(cfg).net_config(cfg.model.net)
+    assert net["_target_"] == checkpoints.QUANTIZED_TARGET
+    assert net["float_net"]["_target_"] == cfg.model.net._target_
+
+
+def test_yaml_scheme_keys_are_the_dataclass_fields_with_its_defaults():
+    """conf/quant/brevitas.yaml maps onto QuantScheme: same keys, same defaults."""
+    from omegaconf import OmegaConf
+
+    yaml = OmegaConf.load(REPO / "conf" / "quant" / "brevitas.yaml")
+    run_keys = {"mode", "float_ckpt", "float_epochs", "epochs", "calibration_batches",
+                "optimizer", "scheduler"}
+    assert set(yaml) - run_keys == set(QuantScheme.keys())
+    defaults = QuantScheme()
+    for key in QuantScheme.keys():
+        expected = getattr(defaults, key)
+        assert yaml[key] == (None if expected == {} else expected), key
+
+
+def test_scheme_metrics_flatten_the_layer_groups():
+    scheme = QuantScheme(weight_bits=6, layer_bits={"head": {"weight": 4}})
+    assert scheme.metrics() == {
+        "quant/weight_bits": 6, "quant/act_bits": 8, "quant/input_bits": 8,
+        "quant/output_bits": 8, "quant/per_channel": True, "quant/scaling": "po2",
+        "quant/layer_bits/head/weight_bits": 4, "quant/layer_bits/head/act_bits": 8}
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -45,7 +45,7 @@ from tinytracker.correction.saved import save_corrections
 from tinytracker.data.processed import check_split
 from tinytracker.models.checkpoint import CheckpointError, module_from_checkpoint
 from tinytracker.onnx_runner import OnnxRunner
-from tinytracker.quant.checkpoints import is_quantized
+from tinytracker.quant.checkpoints import is_quantized_net
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -86,7 +86,7 @@ def load_models(cfg: DictConfig, data_cfg: DictConfig, split: str,
         _, loader = checkpoint_data(data_cfg.copy(), module, split)
         models.append(Model("pytorch", str(cfg.ckpt_path), "checkpoint",
                             checkpoint_outputs(module, loader, features),
-                            is_quantized({"hyper_parameters": module.hparams})))
+                            is_quantized_net(module.net)))
     if cfg.onnx_path:
         runner = OnnxRunner(cfg.onnx_path, cfg.ort_optimization)
         _, loader = spec_data(data_cfg.copy(), runner.spec.record(), runner.spec.inputs, split)

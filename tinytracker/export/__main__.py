@@ -33,8 +33,7 @@ from tinytracker.export.onnx import export_onnx, predict_both
 from tinytracker.models.checkpoint import CheckpointError, load_checkpoint, module_from_checkpoint
 from tinytracker.models.module import GazeModule
 from tinytracker.onnx_runner import FEATURES_NAME, ORT_OPTIMIZATION, OUTPUT_NAME, ort_session
-from tinytracker.quant.brevitas import BrevitasNet
-from tinytracker.quant.checkpoints import is_quantized, require_kind
+from tinytracker.quant.checkpoints import is_quantized_checkpoint, is_quantized_net, require_kind
 from tinytracker.tracking import WandbRunRef, checkpoint_wandb_run, log_to_wandb_run
 
 log = logging.getLogger(__name__)
@@ -57,7 +56,7 @@ def export(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     result: dict[str, Any] = {
         "format": cfg.format,
         "checkpoint": str(cfg.ckpt_path),
-        "quantized": is_quantized(ckpt),
+        "quantized": is_quantized_checkpoint(ckpt),
         **FORMATS[cfg.format](cfg, module, out_dir),
     }
     path = out_dir / "export.json"
@@ -83,7 +82,7 @@ def export_onnx_format(cfg: DictConfig, module: GazeModule, out_dir: Path) -> di
         "inputs": list(module.input_keys),
         "outputs": [OUTPUT_NAME, FEATURES_NAME] if features else [OUTPUT_NAME],
     }
-    if isinstance(module.net, BrevitasNet):
+    if is_quantized_net(module.net):
         result["activation_type"] = cfg.get("activation_type", "uint8")
     if cfg.evaluate:
         result.update(evaluate_onnx(cfg, module, path))

@@ -12,6 +12,9 @@
 * Activations of a quantized net are written as uint8 by default (``activation_type``), the
   same values on a zero point moved by 128 (:mod:`tinytracker.export.qdq`): ONNX Runtime then
   fuses every layer into an integer kernel on any CPU.
+
+Brevitas is imported only to export a quantized net: reading an ONNX file or running it with
+ONNX Runtime (``read_metadata``, ``ort_session``) loads neither Brevitas nor MCT.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from torch import nn
 from tinytracker.data.spec import ONNX_METADATA_KEY
 from tinytracker.export.qdq import ACTIVATION_TYPES, activations_as_uint8
 from tinytracker.onnx_runner import FEATURES_NAME, OUTPUT_NAME
-from tinytracker.quant.brevitas import BrevitasNet
+from tinytracker.quant.checkpoints import is_quantized_net
 
 DEFAULT_OPSET = 13  # QuantizeLinear/DequantizeLinear with per-channel axis need opset >= 13
 
@@ -43,10 +46,6 @@ PREPROCESSING = (
 OUTPUT_DOC = "gaze_cm: (batch, 2) gaze point (XCam, YCam) in cm, GazeCapture camera coordinates"
 FEATURES_DOC = ("features: (batch, D) the penultimate features (after the hidden fully connected "
                 "layer and its ReLU), for per-person calibration (tinytracker.calibrate)")
-
-
-def is_quantized(net: nn.Module) -> bool:
-    return isinstance(net, BrevitasNet)
 
 
 class _WithFeatures(nn.Module):
@@ -93,7 +92,7 @@ def export_onnx(net: nn.Module, path: str | Path, input_spec: Mapping[str, Any] 
     was_training = net.training
     net.eval()
     try:
-        if is_quantized(net):
+        if is_quantized_net(net):
             from brevitas.export import export_onnx_qcdq
 
             export_onnx_qcdq(exported, args=args, export_path=str(path),
@@ -104,7 +103,7 @@ def export_onnx(net: nn.Module, path: str | Path, input_spec: Mapping[str, Any] 
     finally:
         net.train(was_training)
     model = onnx.load(str(path))
-    if is_quantized(net) and activation_type == "uint8":
+    if is_quantized_net(net) and activation_type == "uint8":
         activations_as_uint8(model)
     compact_names(model)
     meta = model_metadata(net, input_spec or {}, activation_type)
@@ -131,7 +130,7 @@ def model_metadata(net: nn.Module, input_spec: Mapping[str, Any],
             meta[key] = json.dumps(input_spec[key])
     if any(k.startswith("eye_") for k in keys) and "eye_size" in input_spec:
         meta["eye_size"] = json.dumps(input_spec["eye_size"])
-    if is_quantized(net):
+    if is_quantized_net(net):
         meta["tinytracker.quantization"] = json.dumps(
             {"format": "QCDQ", "tool": "brevitas", "activation_type": activation_type,
              **net.scheme.as_dict()}, sort_keys=True)

@@ -21,6 +21,7 @@ import torch
 from tinytracker.import_tflite.convert import ImportedModel
 from tinytracker.import_tflite.emulation import Int8Activations, int8_points
 from tinytracker.import_tflite.reader import Graph
+from tinytracker.models import registry
 from tinytracker.models.module import GazeModule
 
 ACTIVATIONS = ("float", "int8")
@@ -83,7 +84,8 @@ def save_checkpoint(ckpt: dict[str, Any], out: str | Path) -> Path:
 def fine_tune_overrides(imported: ImportedModel) -> list[str]:
     """``python -m tinytracker.train`` overrides that rebuild this net and its preprocessing."""
     cfg, spec = imported.net_config, imported.input_spec
-    out = [f"+experiment={imported.name}", f"data.face_size={spec['face_size']}",
+    out = [f"+experiment={registry.card(imported.name).experiment}",
+           f"data.face_size={spec['face_size']}",
            f"data.grey={str(spec['grey']).lower()}",
            f"data.grid_embedding={str(spec['grid_embedding']).lower()}",
            f"data.mean={spec['mean']!r}", f"data.std={spec['std']!r}"]

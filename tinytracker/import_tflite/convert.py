@@ -1,9 +1,9 @@
 """Map the authors' released TinyTracker / TinyTrackerS TFLite graphs onto our PyTorch models.
 
-The class docstrings of :mod:`tinytracker.models.tinytracker` give the operator <-> module
-tables. Here the file's weight operators (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) are
-paired, in graph order, with the model's Conv2d/Linear modules in execution order; every
-pair's shapes and fused activation are checked before anything is copied.
+:mod:`tinytracker.import_tflite.layer_tables` gives the operator <-> module tables. Here the
+file's weight operators (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) are paired, in graph
+order, with the model's Conv2d/Linear modules in execution order; every pair's shapes and fused
+activation are checked before anything is copied.
 
 * Weights and biases are dequantized (per-channel scales and zero points).
 * Batch norm is folded into the TFLite convolutions: each BN is set to the identity
@@ -25,14 +25,11 @@ from hydra.utils import instantiate
 from torch import nn
 
 from tinytracker.import_tflite.reader import Graph, Op, Tensor, TFLiteFormatError
-from tinytracker.models.tinytracker import tf_same_pads
+from tinytracker.models import registry
+from tinytracker.models.tf_padding import tf_same_pads
 
-MODELS = ("tinytracker", "tinytracker_s")
-TARGETS = {"tinytracker": "tinytracker.models.TinyTracker",
-           "tinytracker_s": "tinytracker.models.TinyTrackerS"}
-# The tanh output's range is not stored in the files: TinyTracker's evaluation multiplies by
-# 30 cm (anchors README), TinyTrackerS' training script by 10 cm (train_TinyTrackerS.py).
-OUTPUT_SCALE_CM = {"tinytracker": 30.0, "tinytracker_s": 10.0}
+# The models whose authors released TFLite weights (their registry cards say which file).
+MODELS = registry.with_released_weights()
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 FUSED_ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}  # TFLite ActivationFunctionType
 # The authors feed uint8 pixels p as int8 q = p - 128 (their evaluation script).
@@ -92,7 +89,8 @@ def _matching_model(graph: Graph, inp: Tensor, baked: np.ndarray | None, model: 
             return name, cfg, net, _pair_layers(graph, net)
         except TFLiteFormatError as err:
             errors.append(f"{name}: {err}")
-    raise TFLiteFormatError(f"{graph.path} is not a released TinyTracker/TinyTrackerS file: "
+    released = ", ".join(registry.card(n).released.file for n in MODELS)
+    raise TFLiteFormatError(f"{graph.path} is not one of the released files ({released}): "
                             + "; ".join(errors))
 
 
@@ -133,12 +131,13 @@ def _net_config(graph: Graph, inp: Tensor, baked: np.ndarray | None, name: str,
     if in_channels is None:
         raise TFLiteFormatError(f"unsupported input channels {channels} in {graph.path}")
     tanh = any(op.kind == "TANH" for op in graph.ops)
-    cfg: dict[str, Any] = {
-        "_target_": TARGETS[name], "in_channels": in_channels, "grid_embedding": grid,
-        "image_size": side, "output_activation": "tanh" if tanh else "none",
-        "output_scale_cm": float(output_scale_cm or OUTPUT_SCALE_CM[name]),
-        "padding": "tf_same",
-    }
+    card = registry.card(name)
+    cfg = card.net_config(
+        in_channels=in_channels, grid_embedding=grid, image_size=side,
+        output_activation="tanh" if tanh else "none",
+        output_scale_cm=float(output_scale_cm or card.defaults["output_scale_cm"]),
+        padding="tf_same",
+    )
     if baked is not None:
         cfg["baked_grid_embedding"] = True
     return cfg

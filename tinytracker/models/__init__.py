@@ -5,7 +5,6 @@ Quantized variants wrap these modules in ``tinytracker.quant``; nothing here imp
 
 from tinytracker.models.footprint import Footprint, footprint
 from tinytracker.models.itracker import ITracker
-from tinytracker.models.pretrained import load_backbone_weights
 from tinytracker.models.tinytracker import TinyTracker, TinyTrackerS
 
 __all__ = [
@@ -14,5 +13,4 @@ __all__ = [
     "TinyTracker",
     "TinyTrackerS",
     "footprint",
-    "load_backbone_weights",
 ]

@@ -53,17 +53,9 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
-    """Multiply-accumulates of one forward pass of ``model(*inputs)``, Conv2d and Linear only."""
-    return _count_macs(model, inputs)[0]
-
-
-def count_pointwise_macs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
-    """MACs of 1x1 convolutions and linear layers only (no 3x3 or depthwise convolutions)."""
-    return _count_macs(model, inputs)[1]
-
-
 def _count_macs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[int, int]:
+    """Multiply-accumulates of one ``model(*inputs)`` pass (Conv2d and Linear only), and those
+    of its 1x1 convolutions and linear layers alone."""
     total = 0
     pointwise = 0
 

@@ -1,11 +1,11 @@
 """iTracker (Krafka et al., "Eye Tracking for Everyone", CVPR 2016), the GazeCapture baseline.
 
 Follows the public PyTorch port (CSAILVision/GazeCapture ``pytorch/ITrackerModel.py``) layer for
-layer; submodules keep its nesting so its checkpoint maps by renaming prefixes
-(``PUBLIC_CHECKPOINT_PREFIXES``). One deliberate difference: local response normalization is
-``nn.LocalResponseNorm`` (symmetric 5-channel window) instead of the legacy ``nn.CrossMapLRN2d``,
-whose implementation sums a 6-channel window for most channels; outputs differ by ~1e-3
-relative with the paper's alpha=1e-4, so converted checkpoints stay usable but not bit-exact.
+layer, with its nesting (``eyeModel`` -> ``eye_tower``, ``faceModel`` -> ``face_branch``,
+``gridModel`` -> ``grid_branch``, ``eyesFC`` -> ``eyes_fc``). One deliberate difference: local
+response normalization is ``nn.LocalResponseNorm`` (symmetric 5-channel window) instead of the
+legacy ``nn.CrossMapLRN2d``, whose implementation sums a 6-channel window for most channels;
+outputs differ by ~1e-3 relative with the paper's alpha=1e-4.
 """
 
 from __future__ import annotations
@@ -18,16 +18,6 @@ _LRN = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 1.0}
 _TOWER_CHANNELS = 64  # output channels of each conv tower
 _REFERENCE_IMAGE_SIZE = 224
 _REFERENCE_FEATURE_SIDE = 12  # 224 -> 54 -> 26 -> 26 -> 12 -> 12 -> 12
-
-# public checkpoint key prefix -> this module's prefix
-PUBLIC_CHECKPOINT_PREFIXES = {
-    "eyeModel.": "eye_tower.",
-    "faceModel.": "face_branch.",
-    "gridModel.": "grid_branch.",
-    "eyesFC.": "eyes_fc.",
-    "fc.": "fc.",
-}
-
 
 class ConvTower(nn.Module):
     """AlexNet-like tower shared by the eyes and (with its own weights) the face.
@@ -177,25 +167,6 @@ class ITracker(nn.Module):
     ) -> torch.Tensor:
         """Crops ``(B, 3, S, S)`` x3 and face grid -> gaze ``(B, 2)`` in cm."""
         return self.forward_with_features(face, eye_left, eye_right, face_grid)[0]
-
-
-def remap_public_checkpoint(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename the keys of a public GazeCapture ``ITrackerModel`` state dict for ``ITracker``.
-
-    Strips the ``module.`` prefix that ``nn.DataParallel`` checkpoints carry. Keys without a
-    known prefix raise, so a wrong file fails here rather than loading half the weights.
-    """
-    out = {}
-    for key, value in state_dict.items():
-        key = key.removeprefix("module.")
-        prefix = next((p for p in PUBLIC_CHECKPOINT_PREFIXES if key.startswith(p)), None)
-        if prefix is None:
-            raise KeyError(
-                f"unexpected key {key!r}; expected keys starting with "
-                f"{sorted(PUBLIC_CHECKPOINT_PREFIXES)} (CSAILVision/GazeCapture ITrackerModel)"
-            )
-        out[PUBLIC_CHECKPOINT_PREFIXES[prefix] + key[len(prefix) :]] = value
-    return out
 
 
 def _tower_output_size(tower: ConvTower, image_size: int) -> int:

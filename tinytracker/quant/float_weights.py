@@ -18,7 +18,7 @@ from torch import nn
 
 def float_net_of(net: nn.Module, net_config: dict[str, Any]) -> nn.Module:
     """The float net behind ``net`` (built from ``net_config``, a checkpoint's ``net``)."""
-    from tinytracker.quant.checkpoints import QUANTIZED_TARGET
+    from tinytracker.quant.scheme import QUANTIZED_TARGET
 
     if net_config.get("_target_") != QUANTIZED_TARGET:
         return net
@@ -35,7 +35,7 @@ def float_weights_of_quantized(quantized: nn.Module, float_config: dict[str, Any
     """
     from brevitas.nn import QuantConv2d, QuantLinear
 
-    from tinytracker.quant.brevitas import fold_batchnorm
+    from tinytracker.quant.folding import fold_batchnorm
 
     net = fold_batchnorm(instantiate(dict(float_config)).eval())
     float_layers = [(n, m) for n, m in net.named_modules()

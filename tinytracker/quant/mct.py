@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tinytracker.models.tinytracker import TFSamePadded, TinyTracker, TinyTrackerS, tf_same_pads
+from tinytracker.models.tf_padding import TFSamePadded, tf_same_pads
+from tinytracker.models.tinytracker import TinyTracker, TinyTrackerS
 
 log = logging.getLogger(__name__)
 

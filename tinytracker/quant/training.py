@@ -4,8 +4,9 @@
    ``quant.float_epochs`` (default: ``trainer.max_epochs``, i.e. the float run as configured;
    checkpoints in ``<run>/checkpoints/float``).
 2. Its test error, ``test/error_cm_float_reference``: what quantization is measured against.
-3. Its :class:`~tinytracker.quant.brevitas.BrevitasNet` wrapper (config ``quant.net``), with
-   the float weights (BN folded) and activation ranges calibrated on training batches.
+3. Its :class:`~tinytracker.quant.brevitas.BrevitasNet` wrapper, configured by the scheme keys
+   of ``quant`` (:class:`~tinytracker.quant.scheme.QuantScheme`), with the float weights (BN
+   folded) and activation ranges calibrated on training batches.
 
 ``train.py`` then fine-tunes that module for ``quant.epochs`` (``quant.mode=qat``) or only tests it
 (``quant.mode=ptq``, the post-training baseline), and writes the metrics returned here with its
@@ -28,8 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 from tinytracker.config import ConfigError, build_net
 from tinytracker.models.checkpoint import load_checkpoint, module_from_checkpoint
 from tinytracker.models.module import GazeModule
-from tinytracker.quant.brevitas import QuantScheme, calibrate
 from tinytracker.quant.checkpoints import CheckpointKindError, config_differences, require_kind
+from tinytracker.quant.scheme import QuantScheme
 
 log = logging.getLogger(__name__)
 
@@ -56,32 +57,26 @@ def validate_quant_config(cfg: DictConfig) -> QuantScheme:
         value = q.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"quant.{key} must be a positive integer, got {value!r}")
-    net = q.get("net")
-    if not net or "_target_" not in net:
-        raise ConfigError("quant.net must be the quantized net's config (with a _target_)")
     try:
-        scheme = QuantScheme(
-            weight_bits=q.weight_bits,
-            act_bits=q.act_bits,
-            layer_bits=OmegaConf.to_container(q.layer_bits) if q.get("layer_bits") else None,
-            input_bits=q.input_bits,
-            output_bits=q.output_bits,
-            per_channel=q.per_channel,
-            scaling=q.scaling,
-        )
+        scheme = QuantScheme.from_config(q, prefix="quant")
         if scheme.groups:  # the layer groups must name layers of the float model
             float_net = build_net(OmegaConf.to_container(cfg.model.net, resolve=True))
-            scheme.check_prefixes(name for name, _ in float_net.named_modules())
+            try:
+                scheme.check_prefixes(name for name, _ in float_net.named_modules())
+            except ValueError as err:
+                raise ValueError(f"quant.{err}") from err
     except ConfigError:
         raise
     except ValueError as err:
-        raise ConfigError(f"quant.{err}") from err
+        raise ConfigError(str(err)) from err
     return scheme
 
 
 def quantized_start(cfg: DictConfig, float_module: GazeModule, datamodule: L.LightningDataModule,
                     out_dir: Path) -> QuantStart:
     """Float model (loaded or trained) -> reference test -> calibrated quantized module."""
+    from tinytracker.quant.brevitas import calibrate
+
     scheme = validate_quant_config(cfg)
     t0 = time.perf_counter()
     best = None
@@ -102,7 +97,7 @@ def quantized_start(cfg: DictConfig, float_module: GazeModule, datamodule: L.Lig
     float_s = time.perf_counter() - t0
 
     module = GazeModule(
-        net=OmegaConf.to_container(cfg.quant.net, resolve=True),
+        net=scheme.net_config(OmegaConf.to_container(cfg.model.net, resolve=True)),
         optimizer=_plain(cfg.quant.get("optimizer")),
         scheduler=_plain(cfg.quant.get("scheduler")),
         scheduler_interval=cfg.model.get("scheduler_interval", "epoch"),
@@ -120,22 +115,11 @@ def quantized_start(cfg: DictConfig, float_module: GazeModule, datamodule: L.Lig
         "quant/float_checkpoint": float_ckpt or None,
         "quant/float_s": float_s,
         "quant/calibration_batches": seen,
-        **scheme_metrics(scheme),
+        **scheme.metrics(),
     }
     fine_tune = cfg.quant.mode == "qat"
     return QuantStart(module, fine_tune, metrics,
                       trainer_overrides={"max_epochs": cfg.quant.epochs} if fine_tune else {})
-
-
-def scheme_metrics(scheme: QuantScheme) -> dict[str, Any]:
-    """Flat ``quant/...`` entries of a scheme, for ``metrics.json``."""
-    d = scheme.as_dict()
-    metrics = {f"quant/{k}": d[k] for k in
-               ("weight_bits", "act_bits", "input_bits", "output_bits", "per_channel", "scaling")}
-    for prefix, bits in d["layer_bits"].items():
-        metrics[f"quant/layer_bits/{prefix}/weight_bits"] = bits["weight"]
-        metrics[f"quant/layer_bits/{prefix}/act_bits"] = bits["act"]
-    return metrics
 
 
 def _load_float(cfg: DictConfig, built: GazeModule) -> GazeModule:
