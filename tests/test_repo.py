@@ -9,12 +9,13 @@ from tests.conftest import REPO
 
 def _readme_commands() -> list[str]:
     """The README's install, main-job and test commands: the ```bash blocks of "Quick start"
-    marked ``<!-- ci: install -->``, ``<!-- ci: train -->`` and ``<!-- ci: test -->``."""
+    marked ``<!-- quick start: install -->``, ``... train -->`` and ``... test -->``."""
     text = (REPO / "README.md").read_text()
     quick = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    blocks = dict(re.findall(r"<!-- ci: (\w+) -->\n```bash\n(.*?)```", quick, flags=re.S))
+    marked = r"<!-- quick start: (\w+) -->\n```bash\n(.*?)```"
+    blocks = dict(re.findall(marked, quick, flags=re.S))
     missing = {"install", "train", "test"} - set(blocks)
-    assert not missing, f"README Quick start has no <!-- ci: ... --> block for {sorted(missing)}"
+    assert not missing, f"README Quick start lacks <!-- quick start: ... --> for {sorted(missing)}"
     return [blocks[k].strip() for k in ("install", "train", "test")]
 
 
