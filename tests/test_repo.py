@@ -8,9 +8,15 @@ from tests.conftest import REPO
 
 
 def _readme_commands() -> list[str]:
+    """The README's install, main-job and test commands: the ```bash blocks of "Quick start"
+    marked ``<!-- quick start: install -->``, ``... train -->`` and ``... test -->``."""
     text = (REPO / "README.md").read_text()
     quick = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    return [b.strip() for b in re.findall(r"```bash\n(.*?)```", quick, flags=re.S)]
+    marked = r"<!-- quick start: (\w+) -->\n```bash\n(.*?)```"
+    blocks = dict(re.findall(marked, quick, flags=re.S))
+    missing = {"install", "train", "test"} - set(blocks)
+    assert not missing, f"README Quick start lacks <!-- quick start: ... --> for {sorted(missing)}"
+    return [blocks[k].strip() for k in ("install", "train", "test")]
 
 
 def test_ci_runs_the_readme_install_and_test_commands():
