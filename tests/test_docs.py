@@ -236,7 +236,15 @@ def _argument_fields(module: str) -> set[str]:
     source = _module_file(module).read_text()
     match = re.search(r"parse_args\((\w+)", source)
     assert match, f"{module} is neither a Hydra app nor parses key=value with cli.parse_args"
-    classes = {n.name: n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef)}
+    tree = ast.parse(source)
+    classes = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+    # the dataclass may live in a module the command imports it from
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tinytracker"):
+            spec = importlib.util.find_spec(node.module)
+            imported = ast.parse(Path(spec.origin).read_text())
+            classes |= {n.name: n for n in ast.walk(imported)
+                        if isinstance(n, ast.ClassDef) and n.name not in classes}
     fields: set[str] = set()
     todo = [match.group(1)]
     while todo:
