@@ -68,7 +68,7 @@ def build_report(cfg: ReportConfig) -> dict[str, Path]:
                           out / "pareto.png", cfg.title),
         "md": out / "pareto.md",
         "csv": write_runs_csv(runs.results, configs, set(front), out / "runs.csv"),
-        "configs_csv": write_configs_csv(configs, _columns_for_csv(spec, pareto), set(front),
+        "configs_csv": write_configs_csv(configs, _columns_for_csv(spec, cfg), set(front),
                                          out / "configs.csv"),
     }
     source = TableInput(configs, front, runs.skipped, runs.notes, cfg.runs)
@@ -104,8 +104,9 @@ def by_first_column(configs: list[Configuration], spec: TableSpec) -> list[int]:
     return sorted(range(len(configs)), key=key)  # sorted is stable: ties keep their order
 
 
-def _columns_for_csv(spec: TableSpec, pareto: TableSpec) -> TableSpec:
+def _columns_for_csv(spec: TableSpec, cfg: ReportConfig) -> TableSpec:
     """The table's columns, after the front's error and size when it has not got them."""
     names = {c.csv_name for c in spec.columns}
-    extra = tuple(c for c in pareto.columns[:2] if c.csv_name not in names)
+    front = table_spec("pareto", cfg.error_metric, cfg.size_metric, None).columns[:2]
+    extra = tuple(c for c in front if c.csv_name not in names)
     return TableSpec(spec.name, spec.rows, extra + spec.columns, spec.text)

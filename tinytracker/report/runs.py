@@ -13,6 +13,7 @@ import glob
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,13 @@ def run_dirs(spec: str) -> list[Path]:
     if not found:
         raise ReportError(f"runs={spec}: no metrics.json under {len(matches)} matching path(s) "
                           f"(first: {matches[0]}); a finished tinytracker.train run writes one")
-    return sorted(d.resolve() for d in found)
+    return sorted({d.resolve() for d in found}, key=natural_order)
+
+
+def natural_order(path: Path) -> list[tuple[int, int | str]]:
+    """Sort key that puts a multirun's job 2 before job 10 (Hydra numbers them 0, 1, ...)."""
+    return [(0, int(part)) if part.isdigit() else (1, part)
+            for part in re.split(r"(\d+)", str(path)) if part]
 
 
 def _matches(spec: str) -> list[Path]:
