@@ -358,7 +358,7 @@ def test_ablation_table_reads_qat_and_export_numbers(tmp_path):
                              "200.00k", "2.00M", "1024.0"]
     mean, std = _mean_std(float_err["late"][:2])
     assert rows[1][5] == f"{mean + 0.125:.3f} ± {std:.3f} (2 of 3)"  # one seed not exported
-    assert rows[1][8] == "512.0"
+    assert rows[1][6:9] == ["200.00k", "2.00M", "512.0 (2 of 3)"]  # every run has params
     assert (out / "pareto.md").is_file()
 
 

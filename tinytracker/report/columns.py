@@ -133,14 +133,16 @@ def cell(stat: Stat | None, unit: str, expected: int) -> str:
     """``mean ± std (n)``; ``(n of N)`` when fewer runs than ``expected`` have it; ``—`` for
     no std (one run) or no value. With one run per configuration (``expected`` 1), the plain
     value, as a single-seed report always printed. Integer properties that every run shares
-    (params, bytes) print once."""
+    (params, bytes) print once, with ``(n of N)`` only when runs lack them."""
     if stat is None:
         return MISSING
     mean = number(stat.mean, unit)
-    if expected <= 1 or stat.constant:
+    if expected <= 1:
         return mean
-    std = number(stat.std, unit) if stat.std is not None else MISSING
     count = str(stat.n) if stat.n >= expected else f"{stat.n} of {expected}"
+    if stat.constant:
+        return mean if stat.n >= expected else f"{mean} ({count})"
+    std = number(stat.std, unit) if stat.std is not None else MISSING
     return f"{mean} ± {std} ({count})"
 
 
