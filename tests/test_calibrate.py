@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 
 from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
 from tinytracker.calibrate.__main__ import calibrate
@@ -46,7 +46,7 @@ def trained(tmp_path_factory, cache_dir) -> dict:
 
 
 def calibrate_in_process(out_dir: Path, *overrides: str) -> dict:
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         cfg = compose("calibrate", overrides=[*EVAL_DATA, f"out_dir={out_dir}",
                                               f"paths.root_dir={REPO}", *overrides])
     return calibrate(cfg, out_dir)
@@ -69,7 +69,7 @@ def test_calibrate_command_end_to_end(trained, tmp_path):
 
     # recompute one subject independently: evaluate's predictions, numpy least squares
     module = module_from_checkpoint(ckpt)
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         cfg = compose("calibrate", overrides=[*EVAL_DATA, f"paths.root_dir={REPO}"])
     _, loader = checkpoint_data(cfg.data, module, "test")
     pred = predict_split(module, loader)

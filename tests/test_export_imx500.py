@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from torch import nn
 
 from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
@@ -60,7 +60,7 @@ def float_run(tmp_path_factory, cache_dir) -> Path:
 def _export_in_process(out: Path, *overrides: str):
     from tinytracker.export.__main__ import export
 
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         cfg = compose("export", overrides=[*EVAL_DATA, f"out_dir={out}",
                                            f"paths.output_dir={out}",
                                            f"paths.root_dir={REPO}", *overrides])

@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from onnx import numpy_helper
 
 from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
@@ -44,7 +44,7 @@ def _export_cli(ckpt: str, out: Path, *args: str, check: bool = True):
 
 def _test_batch(ckpt: str) -> dict[str, torch.Tensor]:
     """The first test batch, built as the export built it (data config + input_spec)."""
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         cfg = compose("export", overrides=[f"ckpt_path={ckpt}", *EVAL_DATA,
                                            f"paths.root_dir={REPO}"])
     _, loader = checkpoint_data(cfg.data, module_from_checkpoint(ckpt), "test")
@@ -115,7 +115,7 @@ def test_float_checkpoint_exports_float_onnx(tmp_path, qat_short):
 
 
 def _export_in_process(tmp_path, *overrides: str):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         cfg = compose("export", overrides=[*EVAL_DATA, f"out_dir={tmp_path}",
                                            f"paths.output_dir={tmp_path}",
                                            f"paths.root_dir={REPO}", *overrides])

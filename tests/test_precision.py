@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 
-from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
+from tests.conftest import SMALL_DATA, read_metrics, run_module
 from tinytracker.data.dataset import SampleSpec, input_shapes
 from tinytracker.models.module import GazeModule
 from tinytracker.train import build_module
@@ -18,7 +18,7 @@ EXPERIMENTS = {"tinytracker": "tinytracker", "tinytracker_s": "tinytracker_s",
 
 
 def _module(experiment: str, *overrides: str) -> tuple[GazeModule, dict]:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         cfg = compose("train", overrides=[f"+experiment={experiment}", *overrides])
     module = build_module(cfg)
     spec = SampleSpec(face_size=cfg.data.face_size, eye_size=cfg.data.eye_size,

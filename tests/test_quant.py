@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from torch import nn
 
 from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
@@ -198,7 +198,7 @@ def test_load_float_weights_names_mismatching_keys():
 # ----------------------------------------------------------------------------- config
 def _compose(*overrides: str, experiment: str | None = "qat"):
     extra = [f"+experiment={experiment}"] if experiment else []
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         return compose("train", overrides=[*extra, *overrides])
 
 

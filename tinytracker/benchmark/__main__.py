@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
 from tinytracker.benchmark.e2e import default_run
@@ -58,14 +58,14 @@ class BenchmarkArgs:
     tflite: str = str(DEFAULT_TFLITE)  # authors' model; skipped with a reason when absent
     tflite_s: str = str(DEFAULT_TFLITE_S)  # authors' TinyTrackerS ("": not measured)
     e2e: bool = True                 # run the default training end to end (most of the time)
-    overrides: list[str] = field(default_factory=list)  # Hydra overrides of conf/train.yaml
+    overrides: list[str] = field(default_factory=list)  # Hydra overrides of tinytracker/conf/train.yaml
     e2e_overrides: list[str] = field(default_factory=list)  # for checks only: not the default
     work_dir: str = ""               # scratch space; default: a temporary directory
 
 
 def train_config(overrides: list[str]):
     register_resolvers()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         return compose("train", overrides=list(overrides))
 
 
