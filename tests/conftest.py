@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 import torch
 
+from tinytracker.locations import anchors_dir
+
 REPO = Path(__file__).resolve().parents[1]
-ANCHORS = REPO.parent / "shared" / "anchors"
+SCIKIT_IMAGE = "pip install -e '.[test]' (scikit-image, the test photographs)"
+# The authors' released models: $TINYTRACKER_ANCHORS, else ../shared/anchors beside the repo.
+ANCHORS = anchors_dir()
 
 # A small synthetic set keeps end-to-end tests fast while using every real code path.
 SMALL_DATA = [
@@ -21,6 +28,43 @@ SMALL_DATA = [
     "data.batch_size=8",
     "data.eval_batch_size=16",
 ]
+
+
+def missing_install(what: str) -> NoReturn:
+    """Skip a test whose install step was not run, saying what is missing; under ``CI=true``
+    fail instead, because CI runs every install step and a skip would hide a broken one."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true, but {what}", pytrace=False)
+    pytest.skip(what, allow_module_level=True)
+
+
+def import_or_missing(module: str, install: str) -> ModuleType:
+    """``pytest.importorskip`` that fails under CI (``missing_install``)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        missing_install(f"{module} cannot be imported ({err}); install it with {install}")
+
+
+def anchor_file(name: str) -> Path:
+    """One of the authors' model files, or ``missing_install`` naming where it was looked for."""
+    path = ANCHORS / name
+    if not path.is_file():
+        missing_install(f"the authors' {name} is not in {ANCHORS} (set $TINYTRACKER_ANCHORS "
+                        "to the folder that holds the authors' models)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def imx500_converter() -> Path:
+    """Sony's ``imxconv-pt`` (``find_converter``), or ``missing_install`` saying how to make it."""
+    from tinytracker.export.errors import ExportError
+    from tinytracker.export.imxconv import find_converter
+
+    try:
+        return find_converter()
+    except ExportError as err:
+        missing_install(f"Sony's IMX500 converter is not installed: {err}")
 
 
 @pytest.fixture(scope="session")

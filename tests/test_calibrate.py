@@ -17,7 +17,15 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
+from tests.conftest import (
+    REPO,
+    SCIKIT_IMAGE,
+    SMALL_DATA,
+    import_or_missing,
+    missing_install,
+    read_metrics,
+    run_module,
+)
 from tinytracker.calibrate.__main__ import calibrate
 from tinytracker.calibrate.capture import CapturedFrame, pattern_dots, write_capture
 from tinytracker.calibrate.saved import load_calibration
@@ -119,7 +127,7 @@ def test_points_below_the_kinds_minimum_fail_with_a_clear_message(trained, tmp_p
 
 
 def test_predict_applies_a_saved_calibration(trained, tmp_path):
-    skimage_data = pytest.importorskip("skimage.data")
+    skimage_data = import_or_missing("skimage.data", SCIKIT_IMAGE)
     ckpt = trained["checkpoint"]
     calibrate_in_process(tmp_path / "cal", f"ckpt_path={ckpt}", "points=5",
                          "curve_points=[5]", "curve_kinds=[affine]")
@@ -181,7 +189,7 @@ def test_int8_onnx_calibration_matches_the_quantized_pytorch_model(trained, tmp_
 
 def astronaut_frames(screen, points: int) -> list[CapturedFrame]:
     """Camera frames of a real face (two per dot, shifted a little) and one without a face."""
-    skimage_data = pytest.importorskip("skimage.data")
+    skimage_data = import_or_missing("skimage.data", SCIKIT_IMAGE)
     face = skimage_data.astronaut()
     dots = pattern_dots(points, screen, 1920, 1080)
     frames = []
@@ -195,7 +203,7 @@ def astronaut_frames(screen, points: int) -> list[CapturedFrame]:
 
 def test_capture_writes_a_raw_recording_that_calibrates_and_predicts(trained, tmp_path):
     if not hasattr(cv2, "CascadeClassifier"):
-        pytest.skip("this OpenCV has no Haar cascades")
+        missing_install("this OpenCV has no Haar cascades: install opencv-python-headless<5")
     # a 34.5 x 19.4 cm laptop screen, camera centred 1 cm above it
     screen = custom(34.5, 19.4, 17.25, 1.0, 1920, 1080)
     frames = astronaut_frames(screen, 5)

@@ -2,7 +2,7 @@
 
 The converter (``imxconv-pt``) lives in its own environment, ``.venv-imx500/`` at the
 repository root (README "IMX500 export"); tests that run it skip, saying how to create it,
-where it is absent. CI creates it.
+where it is absent, and fail under ``CI=true`` (CI creates it).
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from torch import nn
 from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
 from tinytracker.export.errors import ExportError
 from tinytracker.export.imxconv import (
+    CONVERTER_ENV,
     CONVERTER_VERSION,
     INSTALL_COMMAND,
+    converter_dirs,
     find_converter,
     run_converter,
 )
@@ -35,17 +37,8 @@ MAX_MEMORY_BYTES = 1024 * 1024  # the issue's budget for the default TinyTracker
 PAPER_QUANT_BUDGET_CM = 0.16  # TinyTracker paper: INT8 within 0.16 cm of the float model
 
 
-def _converter_or_none() -> Path | None:
-    try:
-        return find_converter()
-    except ExportError:
-        return None
-
-
-needs_converter = pytest.mark.skipif(
-    _converter_or_none() is None,
-    reason=f"Sony's IMX500 converter is not installed: create .venv-imx500 with "
-           f"`{INSTALL_COMMAND}` (CI does)")
+# skips saying how to create .venv-imx500 where it is absent; fails under CI=true (conftest)
+needs_converter = pytest.mark.usefixtures("imx500_converter")
 
 
 @pytest.fixture(scope="module")
@@ -192,11 +185,46 @@ def test_network_too_big_for_the_chip_fails_with_the_memory_figures(tmp_path):
 
 def test_missing_converter_environment_says_how_to_create_it(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no imxconv-pt on PATH either
+    monkeypatch.delenv(CONVERTER_ENV, raising=False)
     with pytest.raises(ExportError) as err:
-        find_converter(None, repo_root=tmp_path)
-    assert str(tmp_path / ".venv-imx500") in str(err.value)
+        find_converter(None, search_dirs=[tmp_path / "a", tmp_path / "b"])
+    assert str(tmp_path / "a" / ".venv-imx500") in str(err.value)
+    assert str(tmp_path / "b" / ".venv-imx500") in str(err.value)
     assert INSTALL_COMMAND in str(err.value)
     assert "imx500-converter[pt]==" in INSTALL_COMMAND
+
+
+def _fake_converter(path: Path) -> Path:
+    """An executable file where imxconv-pt would be: the lookup only checks that one is there."""
+    path.parent.mkdir(parents=True)
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_converter_is_found_in_the_current_directory_then_the_checkout(tmp_path, monkeypatch):
+    monkeypatch.delenv(CONVERTER_ENV, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    work = _fake_converter(tmp_path / "work" / ".venv-imx500" / "bin" / "imxconv-pt")
+    monkeypatch.chdir(tmp_path / "work")
+    assert converter_dirs()[0] == tmp_path / "work"
+    assert REPO in converter_dirs()  # an editable install still finds <repo>/.venv-imx500
+    assert find_converter() == work
+    repo = _fake_converter(tmp_path / "repo" / ".venv-imx500" / "bin" / "imxconv-pt")
+    assert find_converter(None, search_dirs=[tmp_path / "elsewhere", tmp_path / "repo"]) == repo
+
+
+def test_converter_env_var_comes_after_the_config_key(tmp_path, monkeypatch):
+    env = _fake_converter(tmp_path / "env" / "imxconv-pt")
+    key = _fake_converter(tmp_path / "key" / "imxconv-pt")
+    monkeypatch.setenv(CONVERTER_ENV, str(env))
+    assert find_converter(None, search_dirs=[]) == env
+    assert find_converter(str(key), search_dirs=[]) == key
+    monkeypatch.setenv(CONVERTER_ENV, str(tmp_path / "gone" / "imxconv-pt"))
+    with pytest.raises(ExportError) as err:
+        find_converter(None, search_dirs=[])
+    assert f"{CONVERTER_ENV}={tmp_path / 'gone' / 'imxconv-pt'}" in str(err.value)
+    assert INSTALL_COMMAND in str(err.value)
 
 
 def test_configured_converter_that_is_missing_is_named(tmp_path, float_run):

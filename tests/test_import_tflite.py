@@ -15,13 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ANCHORS, run_module
+from tests.conftest import ANCHORS, SCIKIT_IMAGE, anchor_file, import_or_missing, run_module
 
-pytest.importorskip("ai_edge_litert", reason="LiteRT (pip install ai-edge-litert) runs the "
-                                             "TFLite files and reads their flatbuffers")
-if not (ANCHORS / "TinyTracker.tflite").is_file():
-    pytest.skip(f"the authors' TFLite files are not in {ANCHORS} (test fixtures only)",
-                allow_module_level=True)
+# LiteRT runs the TFLite files and reads their flatbuffers
+import_or_missing("ai_edge_litert", "pip install ai-edge-litert")
+for _name in ("TinyTracker.tflite", "TinyTrackerS.tflite"):
+    anchor_file(_name)
 
 from tinytracker.data.dataset import SampleSpec  # noqa: E402
 from tinytracker.data.gazecapture import list_recordings, load_frame, read_recording  # noqa: E402
@@ -44,7 +43,7 @@ STEPS_CM = {"tinytracker": 30 / 128, "tinytracker_s": 10 / 128}
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory) -> list[tuple[np.ndarray, tuple]]:
     """(RGB frame, face box) pairs: synthetic GazeCapture frames and the astronaut photo."""
-    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image ships the photo")
+    skimage_data = import_or_missing("skimage.data", SCIKIT_IMAGE)  # ships the photo
     raw = tmp_path_factory.mktemp("raw")
     generate(raw, seed=3, subjects=3, frames_per_subject=4, workers=1)
     out = []

@@ -14,7 +14,14 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import SMALL_DATA, read_metrics, run_module
+from tests.conftest import (
+    SCIKIT_IMAGE,
+    SMALL_DATA,
+    import_or_missing,
+    missing_install,
+    read_metrics,
+    run_module,
+)
 from tinytracker.data.dataset import GazeDataset, SampleSpec
 from tinytracker.data.gazecapture import list_recordings, load_frame, read_recording
 from tinytracker.data.inputs import crop_boxes, frame_inputs
@@ -23,10 +30,11 @@ from tinytracker.data.processed import load_index
 from tinytracker.predict.__main__ import main as predict
 from tinytracker.predict.screen import preset
 
-skimage_data = pytest.importorskip("skimage.data", reason="scikit-image ships the photographs")
+# scikit-image ships the photographs
+skimage_data = import_or_missing("skimage.data", SCIKIT_IMAGE)
 if not hasattr(cv2, "CascadeClassifier"):
-    pytest.skip(f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 moved them out of "
-                "the main package): install opencv-python-headless<5", allow_module_level=True)
+    missing_install(f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 moved them out "
+                    "of the main package): install opencv-python-headless<5")
 
 # Where the astronaut's face is (skimage.data.astronaut(), 512x512): around (223, 113).
 ASTRONAUT_FACE_CENTRE = (223, 113)

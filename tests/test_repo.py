@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
-from tests.conftest import REPO
+import pytest
+
+from tests.conftest import REPO, import_or_missing, missing_install
 
 
 def _readme_commands() -> list[str]:
@@ -32,3 +36,22 @@ def test_dockerfile_installs_like_the_readme_and_copies_existing_files():
             for src in line.split()[1:-1]:
                 assert (REPO / src).exists(), f"Dockerfile copies {src}, which does not exist"
     assert "ARG BASE_IMAGE" in docker
+
+
+def test_ruff_is_clean():
+    """CI's lint step: ``ruff check tinytracker tests`` (the style every file keeps)."""
+    import_or_missing("ruff", "pip install -e '.[test]' (ruff)")
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "tinytracker", "tests"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, f"ruff check tinytracker tests:\n{proc.stdout}{proc.stderr}"
+
+
+def test_missing_install_skips_here_and_fails_under_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="the widget is absent"):
+        missing_install("the widget is absent")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true, but the widget is absent"):
+        missing_install("the widget is absent")
+    with pytest.raises(pytest.fail.Exception, match="no_such_module_here"):
+        import_or_missing("no_such_module_here", "pip install it")

@@ -37,10 +37,10 @@ from tinytracker.benchmark.loading import loading_figures
 from tinytracker.benchmark.training import training_overhead
 from tinytracker.cli import parse_args
 from tinytracker.config import register_resolvers
+from tinytracker.locations import anchors_dir
 
 log = logging.getLogger("tinytracker.benchmark")
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_TFLITE = REPO.parent / "shared" / "anchors" / "TinyTracker.tflite"
+DEFAULT_TFLITE = anchors_dir() / "TinyTracker.tflite"  # $TINYTRACKER_ANCHORS
 DEFAULT_TFLITE_S = DEFAULT_TFLITE.with_name("TinyTrackerS.tflite")
 
 
@@ -58,7 +58,7 @@ class BenchmarkArgs:
     tflite: str = str(DEFAULT_TFLITE)  # authors' model; skipped with a reason when absent
     tflite_s: str = str(DEFAULT_TFLITE_S)  # authors' TinyTrackerS ("": not measured)
     e2e: bool = True                 # run the default training end to end (most of the time)
-    overrides: list[str] = field(default_factory=list)  # Hydra overrides of tinytracker/conf/train.yaml
+    overrides: list[str] = field(default_factory=list)  # Hydra overrides of conf/train.yaml
     e2e_overrides: list[str] = field(default_factory=list)  # for checks only: not the default
     work_dir: str = ""               # scratch space; default: a temporary directory
 
