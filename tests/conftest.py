@@ -85,12 +85,14 @@ def one_torch_thread():
 
 
 def run_module(module: str, *args: str, cwd: Path | None = None, env: dict | None = None,
-               check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run ``python -m <module> args...`` as a user would, returning the completed process."""
+               check: bool = True, timeout: float = 900,
+               python: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m <module> args...`` as a user would, returning the completed process
+    (``python``: another environment's interpreter; default: this one)."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
                 "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [str(python or sys.executable), "-m", module, *args],
         cwd=cwd or REPO, env=full_env, capture_output=True, text=True, timeout=timeout,
     )
     if check and proc.returncode != 0:
