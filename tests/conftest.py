@@ -13,6 +13,8 @@ from typing import NoReturn
 
 import pytest
 import torch
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
 
 from tinytracker.locations import anchors_dir
 
@@ -101,6 +103,15 @@ def run_module(module: str, *args: str, cwd: Path | None = None, env: dict | Non
             f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+def compose_config(name: str, *overrides: str, out_dir: Path | None = None) -> DictConfig:
+    """The config ``python -m tinytracker.<name> overrides...`` runs with, composed in-process
+    from the package's tree (Hydra's compose API); ``out_dir`` also stands in for the run
+    directory Hydra would create."""
+    where = [f"out_dir={out_dir}", f"paths.output_dir={out_dir}"] if out_dir else []
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
+        return compose(name, overrides=[*where, f"paths.root_dir={REPO}", *overrides])
 
 
 def read_metrics(run_dir: Path) -> dict:

@@ -10,12 +10,14 @@ import pytest
 import scipy.io
 import torch
 
-from tests.conftest import run_module
+from tests.conftest import compose_config
+from tinytracker.config import ConfigError
 from tinytracker.data import synthetic as syn
 from tinytracker.data.datamodule import GazeDataModule
 from tinytracker.data.geometry import face_grid_mask
 from tinytracker.data.prepare import prepare
 from tinytracker.data.processed import DataFormatError, load_index
+from tinytracker.train import train
 
 ITRACKER = ("face", "eye_left", "eye_right", "face_grid")
 
@@ -146,11 +148,11 @@ def test_metadata_missing_key_is_named(processed, tmp_path):
 
 
 def test_train_with_gazecapture_root_missing_fails_naming_key(tmp_path):
-    proc = run_module("tinytracker.train", "data=gazecapture", f"out_dir={tmp_path}",
-                      check=False)
-    assert proc.returncode != 0
-    assert "data.root" in proc.stderr
-    proc = run_module("tinytracker.train", "data=gazecapture", f"data.root={tmp_path}/missing",
-                      f"out_dir={tmp_path}", "logger=csv", check=False)
-    assert proc.returncode != 0
-    assert f"{tmp_path}/missing" in proc.stderr
+    """In-process: the config ``python -m tinytracker.train data=gazecapture`` composes."""
+    cfg = compose_config("train", "data=gazecapture", out_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"data\.root is required"):
+        train(cfg)
+    cfg = compose_config("train", "data=gazecapture", f"data.root={tmp_path}/missing",
+                         "logger=csv", out_dir=tmp_path)
+    with pytest.raises(DataFormatError, match=f"{tmp_path}/missing"):
+        train(cfg)
