@@ -116,3 +116,34 @@ def compose_config(name: str, *overrides: str, out_dir: Path | None = None) -> D
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def train_in_process(out_dir: Path, *overrides: str) -> dict:
+    """``python -m tinytracker.train overrides...`` without a new process: the same composed
+    config through the command's own ``train`` (which writes ``out_dir/metrics.json``)."""
+    from tinytracker.train import train
+
+    return train(compose_config("train", *overrides, out_dir=out_dir))
+
+
+@pytest.fixture(scope="session")
+def float_run(tmp_path_factory, cache_dir) -> dict:
+    """The quick tests' one float checkpoint (its ``metrics.json``): TinyTracker at 64 px with
+    the grid embedding, 4 short epochs on SMALL_DATA. Four, because after two steps batch-norm
+    statistics have not settled and the outputs are the same for every frame, and any fit on
+    them (calibration) would fit rounding."""
+    out = tmp_path_factory.mktemp("float-run")
+    train_in_process(out, *SMALL_DATA, "trainer.max_epochs=4", "logger=none",
+                     "data.face_size=64", "data.grid_embedding=true")
+    return read_metrics(out)
+
+
+@pytest.fixture(scope="session")
+def qat_run(tmp_path_factory, cache_dir) -> Path:
+    """The quick tests' one QAT run (its folder): the default TinyTracker (112 px), 2 float
+    epochs then 2 QAT epochs on SMALL_DATA. Its float phase's checkpoint
+    (``quant/float_checkpoint``) is the quick tests' float checkpoint of the default config."""
+    out = tmp_path_factory.mktemp("qat-run")
+    train_in_process(out, "+experiment=qat", *SMALL_DATA, "quant.float_epochs=2",
+                     "quant.epochs=2", "quant.calibration_batches=4", "logger=csv")
+    return out

@@ -43,14 +43,10 @@ CURVE = "curve_points=[1,3,5,9]"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, cache_dir) -> dict:
-    """TinyTracker (64 px, grid embedding) trained for 4 short epochs on the small synthetic set:
-    enough for batch-norm statistics to settle, so its outputs vary from frame to frame (after
-    2 steps they are the same for every frame, and any fit on them is a fit to rounding)."""
-    out = tmp_path_factory.mktemp("train")
-    run_module("tinytracker.train", *SMALL_DATA, f"out_dir={out}", "trainer.max_epochs=4",
-               "logger=none", "data.face_size=64", env=ONE_THREAD)
-    return read_metrics(out)
+def trained(float_run) -> dict:
+    """The session's tiny float run (conftest): 64 px, grid embedding, 4 short epochs, enough
+    for its outputs to vary from frame to frame."""
+    return float_run
 
 
 def calibrate_in_process(out_dir: Path, *overrides: str) -> dict:

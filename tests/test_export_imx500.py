@@ -42,7 +42,7 @@ needs_converter = pytest.mark.usefixtures("imx500_converter")
 
 
 @pytest.fixture(scope="module")
-def float_run(tmp_path_factory, cache_dir) -> Path:
+def float_wandb_run(tmp_path_factory, cache_dir) -> Path:
     """A short real float training run of the default TinyTracker, logged to offline W&B."""
     out = tmp_path_factory.mktemp("float-run")
     run_module("tinytracker.train", *SMALL_DATA, f"out_dir={out}", "trainer.max_epochs=3",
@@ -62,7 +62,8 @@ def _export_in_process(out: Path, *overrides: str):
 
 @pytest.mark.slow
 @needs_converter
-def test_real_converter_packs_a_trained_tinytracker_that_fits(tmp_path, float_run):
+def test_real_converter_packs_a_trained_tinytracker_that_fits(tmp_path, float_wandb_run):
+    float_run = float_wandb_run
     metrics = read_metrics(float_run)
     out = tmp_path / "export"
     run_module("tinytracker.export", f"ckpt_path={metrics['checkpoint']}", "format=imx500",
@@ -228,7 +229,7 @@ def test_converter_env_var_comes_after_the_config_key(tmp_path, monkeypatch):
 
 
 def test_configured_converter_that_is_missing_is_named(tmp_path, float_run):
-    ckpt = read_metrics(float_run)["checkpoint"]
+    ckpt = float_run["checkpoint"]  # the session's tiny float run (conftest)
     bad = tmp_path / "nowhere" / "imxconv-pt"
     with pytest.raises(ExportError) as err:
         _export_in_process(tmp_path, f"ckpt_path={ckpt}", "format=imx500",

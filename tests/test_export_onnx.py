@@ -22,19 +22,16 @@ from tinytracker.quant.checkpoints import CheckpointKindError
 # In-process training here: one torch thread, so a second job on 2 cores does not thrash.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # see tests/test_quant.py
+# One thread per run: on a small shared machine, two runs with two OpenMP threads each thrash.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 MAX_INT8_ONNX_BYTES = 608_000
 EVAL_DATA = [a for a in SMALL_DATA if not a.startswith("data.batch_size")]
 
 
 @pytest.fixture(scope="module")
-def qat_short(tmp_path_factory, cache_dir) -> dict:
-    """A short real QAT run: 2 float epochs, 2 QAT epochs on the small synthetic set."""
-    out = tmp_path_factory.mktemp("qat-short")
-    run_module("tinytracker.train", "+experiment=qat", *SMALL_DATA, f"out_dir={out}",
-               "quant.float_epochs=2", "quant.epochs=2", "quant.calibration_batches=4",
-               "logger=none", env=ONE_THREAD)
-    return read_metrics(out)
+def qat_short(qat_run) -> dict:
+    """The session's short real QAT run (conftest): 2 float epochs, 2 QAT epochs."""
+    return read_metrics(qat_run)
 
 
 def _export_cli(ckpt: str, out: Path, *args: str, check: bool = True):

@@ -16,10 +16,8 @@ import pytest
 
 from tests.conftest import (
     SCIKIT_IMAGE,
-    SMALL_DATA,
     import_or_missing,
     missing_install,
-    read_metrics,
     run_module,
 )
 from tinytracker.data.dataset import GazeDataset, SampleSpec
@@ -46,13 +44,9 @@ def write_rgb(path, image) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, cache_dir):
-    """A TinyTracker with the grid embedding, trained for two steps on synthetic data."""
-    out = tmp_path_factory.mktemp("train")
-    run_module("tinytracker.train", *SMALL_DATA, f"out_dir={out}", "trainer.max_epochs=1",
-               "trainer.limit_train_batches=2", "logger=csv", "data.face_size=64",
-               "data.grid_embedding=true")
-    return read_metrics(out)["checkpoint"]
+def trained(float_run) -> str:
+    """The session's tiny float TinyTracker (conftest): 64 px, with the grid embedding."""
+    return float_run["checkpoint"]
 
 
 @pytest.fixture(scope="module")
