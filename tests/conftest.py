@@ -123,7 +123,14 @@ def train_in_process(out_dir: Path, *overrides: str) -> dict:
     config through the command's own ``train`` (which writes ``out_dir/metrics.json``)."""
     from tinytracker.train import train
 
-    return train(compose_config("train", *overrides, out_dir=out_dir))
+    # one thread, as the subprocess runs had (OMP_NUM_THREADS=1): on 2 shared cores, two
+    # spinning OpenMP threads next to other jobs thrash
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(compose_config("train", *overrides, out_dir=out_dir))
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -17,14 +17,23 @@ def _readme_commands() -> list[str]:
     return [b.strip() for b in re.findall(r"```bash\n(.*?)```", quick, flags=re.S)]
 
 
+# The README's two test commands: the full suite (what CI runs, with the slowest tests listed)
+# and the quick tier to run after every change.
+FULL_TESTS = ".venv/bin/python -m pytest --durations=15"
+QUICK_TESTS = '.venv/bin/python -m pytest -m "not slow"'
+
+
 def test_ci_runs_the_readme_install_and_test_commands():
-    install, main_job, test = _readme_commands()
+    install = _readme_commands()[0]
+    lines = [ln.strip() for block in _readme_commands() for ln in block.splitlines()]
     assert ".venv" in install and "[test]" in install
-    assert main_job.endswith("python -m tinytracker.train")
+    assert any(ln.endswith("python -m tinytracker.train") for ln in lines)
+    assert FULL_TESTS in lines and QUICK_TESTS in lines
     ci_lines = [ln.strip() for ln in (REPO / ".ci" / "run").read_text().splitlines()]
     assert install in ci_lines
-    assert test in ci_lines
-    assert ci_lines.index(install) < ci_lines.index(test)
+    assert FULL_TESTS in ci_lines
+    assert ci_lines.index(install) < ci_lines.index(FULL_TESTS)
+    assert "export CI=true" in ci_lines  # a missing install step fails CI (tests/conftest.py)
 
 
 def test_dockerfile_installs_like_the_readme_and_copies_existing_files():
