@@ -28,6 +28,7 @@ from tests.conftest import (
 )
 from tinytracker.calibrate.__main__ import calibrate
 from tinytracker.calibrate.capture import CapturedFrame, pattern_dots, write_capture
+from tinytracker.calibrate.corrections import CalibrationError
 from tinytracker.calibrate.saved import load_calibration
 from tinytracker.data.gazecapture import read_recording
 from tinytracker.evaluate import checkpoint_data, predict_split
@@ -113,12 +114,11 @@ def test_calibrate_command_end_to_end(trained, tmp_path):
 
 
 def test_points_below_the_kinds_minimum_fail_with_a_clear_message(trained, tmp_path):
-    proc = run_module("tinytracker.calibrate", f"ckpt_path={trained['checkpoint']}",
-                      "points=2", "kind=affine", f"out_dir={tmp_path}", *EVAL_DATA,
-                      check=False, env=ONE_THREAD)
-    assert proc.returncode != 0
-    output = proc.stdout + proc.stderr
-    assert "points=2 is too few for kind=affine: it needs points >= 3" in output
+    """In-process (the command's own ``calibrate``; its ``main`` exits with the message)."""
+    with pytest.raises(CalibrationError,
+                       match="points=2 is too few for kind=affine: it needs points >= 3"):
+        calibrate_in_process(tmp_path, f"ckpt_path={trained['checkpoint']}", "points=2",
+                             "kind=affine")
     assert not (tmp_path / "calibration.json").exists()
 
 

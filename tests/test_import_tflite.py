@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ANCHORS, SCIKIT_IMAGE, anchor_file, import_or_missing, run_module
+from tests.conftest import ANCHORS, SCIKIT_IMAGE, anchor_file, import_or_missing
 
 # LiteRT runs the TFLite files and reads their flatbuffers
 import_or_missing("ai_edge_litert", "pip install ai-edge-litert")
@@ -131,16 +131,17 @@ def test_cli_checkpoint_loads_and_reproduces_the_import(imported, tmp_path, acti
 
 
 def test_imported_checkpoint_fine_tunes(tmp_path, cache_dir):
-    from tests.conftest import SMALL_DATA
+    from tests.conftest import SMALL_DATA, train_in_process
     from tinytracker.import_tflite.checkpoint import fine_tune_overrides
 
     graph = read_tflite(ANCHORS / FILES["tinytracker_s"])
     imp = import_graph(graph)
     ckpt = tmp_path / "s.ckpt"
     import_main([f"path={graph.path}", f"out={ckpt}", "activations=float"])
-    run_module("tinytracker.train", *SMALL_DATA, *fine_tune_overrides(imp),
-               f"ckpt_path={ckpt}", f"out_dir={tmp_path / 'ft'}", "trainer.max_epochs=1",
-               "trainer.limit_train_batches=1", "logger=csv")
+    # in-process: the overrides the command would take, through its own train()
+    train_in_process(tmp_path / "ft", *SMALL_DATA, *fine_tune_overrides(imp),
+                     f"ckpt_path={ckpt}", "trainer.max_epochs=1",
+                     "trainer.limit_train_batches=1", "logger=csv")
     metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert metrics["model/params"] == sum(p.numel() for p in imp.net.parameters())
 
