@@ -1,4 +1,10 @@
-"""Shared fixtures: a private dataset cache and helpers to run the real entry points."""
+"""Shared fixtures: a private dataset cache, the quick tier's trained models, and helpers to
+run the real entry points.
+
+Tiers: ``pytest -m "not slow"`` (a few minutes; every package, models trained once per session
+by ``float_run`` and ``qat_run``, config errors composed in-process) and the full suite (what
+CI runs: adds the end-to-end runs marked ``slow``). Every test has a timeout (pyproject).
+"""
 
 from __future__ import annotations
 

@@ -61,6 +61,7 @@ def _export_in_process(out: Path, *overrides: str):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @needs_converter
 def test_real_converter_packs_a_trained_tinytracker_that_fits(tmp_path, float_wandb_run):
     float_run = float_wandb_run
@@ -164,6 +165,7 @@ class _HugeInput(nn.Module):
         return self.head(torch.relu(self.conv(face)).mean((2, 3)))
 
 
+@pytest.mark.slow  # ~30 s of converter time; the quick tier runs the converter once (above)
 @needs_converter
 def test_network_too_big_for_the_chip_fails_with_the_memory_figures(tmp_path):
     from tinytracker.quant.mct import export_mct_onnx, quantize_for_imx500

@@ -49,6 +49,7 @@ def _test_batch(ckpt: str) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_qat_checkpoint_exports_int8_onnx_matching_pytorch(tmp_path, qat_short):
     ckpt = qat_short["checkpoint"]
     _export_cli(ckpt, tmp_path)

@@ -91,6 +91,7 @@ def test_wandb_schema_refuses_a_plus_in_parameter_names():
         "-m", "+experiment=baseline", "seed=1", "+experiment=qat"]
 
 
+@pytest.mark.slow  # a training run per sweep file; the quick tier checks their schema
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
 def test_agent_command_runs(path, tmp_path, cache_dir):
     config = fill_validate_schema(_load(path))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra.errors import MissingConfigException
 
-from tests.conftest import SMALL_DATA, compose_config, read_metrics, run_module
+from tests.conftest import SMALL_DATA, compose_config, read_metrics, run_module, train_in_process
 from tinytracker.config import ConfigError
 from tinytracker.train import train
 
@@ -22,13 +22,15 @@ METRIC_KEYS = {
 @pytest.mark.parametrize(
     "experiment, model_name",
     [(None, "tinytracker"), ("tinytracker", "tinytracker"), ("tinytracker_s", "tinytracker_s"),
-     ("baseline", "itracker")],
+     pytest.param("baseline", "itracker", marks=pytest.mark.slow)],  # 224 px: ~20 s on 2 cores
 )
 def test_fast_dev_run_every_experiment(tmp_path, cache_dir, experiment, model_name):
-    args = [*SMALL_DATA, f"out_dir={tmp_path}", "trainer.fast_dev_run=true", "logger=csv"]
+    """In-process (the command's own train() on the config it composes); the command itself
+    runs in test_short_training_writes_checkpoints_and_metrics and the wheel test."""
+    args = [*SMALL_DATA, "trainer.fast_dev_run=true", "logger=csv"]
     if experiment:
         args.append(f"+experiment={experiment}")
-    run_module("tinytracker.train", *args)
+    train_in_process(tmp_path, *args)
     metrics = read_metrics(tmp_path)
     assert METRIC_KEYS - {"checkpoint", "val/error_cm"} <= set(metrics)
     assert metrics["model/name"] == model_name
@@ -38,6 +40,7 @@ def test_fast_dev_run_every_experiment(tmp_path, cache_dir, experiment, model_na
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_short_training_writes_checkpoints_and_metrics(tmp_path, cache_dir):
     run_module("tinytracker.train", *SMALL_DATA, f"out_dir={tmp_path}", "trainer.max_epochs=2",
                "logger=csv")
