@@ -25,6 +25,7 @@ from tests.conftest import (
     missing_install,
     read_metrics,
     run_module,
+    train_in_process,
 )
 from tinytracker.calibrate.__main__ import calibrate
 from tinytracker.calibrate.capture import CapturedFrame, pattern_dots, write_capture
@@ -150,10 +151,9 @@ def test_int8_onnx_calibration_matches_the_quantized_pytorch_model(trained, tmp_
     """PTQ of the tiny model, exported with its features; ONNX Runtime and PyTorch calibrate
     alike (po2 scales: ONNX Runtime reproduces the quantized outputs exactly)."""
     ptq = tmp_path / "ptq"
-    run_module("tinytracker.train", "+experiment=qat", *SMALL_DATA, f"out_dir={ptq}",
-               f"quant.float_ckpt={trained['checkpoint']}", "quant.mode=ptq",
-               "quant.calibration_batches=2", "logger=none", "data.face_size=64",
-               env=ONE_THREAD)
+    train_in_process(ptq, "+experiment=qat", *SMALL_DATA,
+                     f"quant.float_ckpt={trained['checkpoint']}", "quant.mode=ptq",
+                     "quant.calibration_batches=2", "logger=none", "data.face_size=64")
     int8_ckpt = read_metrics(ptq)["checkpoint"]
     run_module("tinytracker.export", f"ckpt_path={int8_ckpt}", "format=onnx", "features=true",
                f"out_dir={tmp_path / 'export'}", *EVAL_DATA, env=ONE_THREAD)
