@@ -21,7 +21,6 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_PROGRESS_BAR=off PIP_DISABLE_PIP_V
 WORKDIR /opt/tinytracker
 COPY pyproject.toml README.md ./
 COPY tinytracker ./tinytracker
-COPY conf ./conf
 COPY sweeps ./sweeps
 
 # The README's install command (tests/test_repo.py keeps the two equal).

@@ -55,9 +55,11 @@ def test_benchmark_writes_every_figure(tmp_path, cache_dir):
 
 
 def test_benchmark_never_overwrites_results(tmp_path):
+    from tinytracker.benchmark.__main__ import main
+
     out = tmp_path / "bench.json"
     out.write_text("{}")
-    proc = run_module("tinytracker.benchmark", f"out={out}", check=False)
-    assert proc.returncode != 0
-    assert "exists" in proc.stderr + proc.stdout
+    with pytest.raises(SystemExit, match="exists") as err:  # the command's main, in-process
+        main([f"out={out}"])
+    assert err.value.code != 0
     assert out.read_text() == "{}"

@@ -15,12 +15,22 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 
-from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
+from tests.conftest import (
+    REPO,
+    SCIKIT_IMAGE,
+    SMALL_DATA,
+    import_or_missing,
+    missing_install,
+    read_metrics,
+    run_module,
+    train_in_process,
+)
 from tinytracker.assemble import checkpoint_data
 from tinytracker.calibrate.__main__ import calibrate
 from tinytracker.calibrate.capture import CapturedFrame, pattern_dots, write_capture
+from tinytracker.correction.corrections import CalibrationError
 from tinytracker.correction.saved import load_calibration
 from tinytracker.data.gazecapture import read_recording
 from tinytracker.evaluate import predict_split
@@ -36,18 +46,14 @@ CURVE = "curve_points=[1,3,5,9]"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, cache_dir) -> dict:
-    """TinyTracker (64 px, grid embedding) trained for 4 short epochs on the small synthetic set:
-    enough for batch-norm statistics to settle, so its outputs vary from frame to frame (after
-    2 steps they are the same for every frame, and any fit on them is a fit to rounding)."""
-    out = tmp_path_factory.mktemp("train")
-    run_module("tinytracker.train", *SMALL_DATA, f"out_dir={out}", "trainer.max_epochs=4",
-               "logger=none", "data.face_size=64", env=ONE_THREAD)
-    return read_metrics(out)
+def trained(float_run) -> dict:
+    """The session's tiny float run (conftest): 64 px, grid embedding, 4 short epochs, enough
+    for its outputs to vary from frame to frame."""
+    return float_run
 
 
 def calibrate_in_process(out_dir: Path, *overrides: str) -> dict:
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         cfg = compose("calibrate", overrides=[*EVAL_DATA, f"out_dir={out_dir}",
                                               f"paths.root_dir={REPO}", *overrides])
     return calibrate(cfg, out_dir)
@@ -70,7 +76,7 @@ def test_calibrate_command_end_to_end(trained, tmp_path):
 
     # recompute one subject independently: evaluate's predictions, numpy least squares
     module = module_from_checkpoint(ckpt)
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         cfg = compose("calibrate", overrides=[*EVAL_DATA, f"paths.root_dir={REPO}"])
     _, loader = checkpoint_data(cfg.data, module, "test")
     pred = predict_split(module, loader)
@@ -110,17 +116,16 @@ def test_calibrate_command_end_to_end(trained, tmp_path):
 
 
 def test_points_below_the_kinds_minimum_fail_with_a_clear_message(trained, tmp_path):
-    proc = run_module("tinytracker.calibrate", f"ckpt_path={trained['checkpoint']}",
-                      "points=2", "kind=affine", f"out_dir={tmp_path}", *EVAL_DATA,
-                      check=False, env=ONE_THREAD)
-    assert proc.returncode != 0
-    output = proc.stdout + proc.stderr
-    assert "points=2 is too few for kind=affine: it needs points >= 3" in output
+    """In-process (the command's own ``calibrate``; its ``main`` exits with the message)."""
+    with pytest.raises(CalibrationError,
+                       match="points=2 is too few for kind=affine: it needs points >= 3"):
+        calibrate_in_process(tmp_path, f"ckpt_path={trained['checkpoint']}", "points=2",
+                             "kind=affine")
     assert not (tmp_path / "calibration.json").exists()
 
 
 def test_predict_applies_a_saved_calibration(trained, tmp_path):
-    skimage_data = pytest.importorskip("skimage.data")
+    skimage_data = import_or_missing("skimage.data", SCIKIT_IMAGE)
     ckpt = trained["checkpoint"]
     calibrate_in_process(tmp_path / "cal", f"ckpt_path={ckpt}", "points=5",
                          "curve_points=[5]", "curve_kinds=[affine]")
@@ -147,10 +152,9 @@ def test_int8_onnx_calibration_matches_the_quantized_pytorch_model(trained, tmp_
     """PTQ of the tiny model, exported with its features; ONNX Runtime and PyTorch calibrate
     alike (po2 scales: ONNX Runtime reproduces the quantized outputs exactly)."""
     ptq = tmp_path / "ptq"
-    run_module("tinytracker.train", "+experiment=qat", *SMALL_DATA, f"out_dir={ptq}",
-               f"quant.float_ckpt={trained['checkpoint']}", "quant.mode=ptq",
-               "quant.calibration_batches=2", "logger=none", "data.face_size=64",
-               env=ONE_THREAD)
+    train_in_process(ptq, "+experiment=qat", *SMALL_DATA,
+                     f"quant.float_ckpt={trained['checkpoint']}", "quant.mode=ptq",
+                     "quant.calibration_batches=2", "logger=none", "data.face_size=64")
     int8_ckpt = read_metrics(ptq)["checkpoint"]
     run_module("tinytracker.export", f"ckpt_path={int8_ckpt}", "format=onnx", "features=true",
                f"out_dir={tmp_path / 'export'}", *EVAL_DATA, env=ONE_THREAD)
@@ -182,7 +186,7 @@ def test_int8_onnx_calibration_matches_the_quantized_pytorch_model(trained, tmp_
 
 def astronaut_frames(screen, points: int) -> list[CapturedFrame]:
     """Camera frames of a real face (two per dot, shifted a little) and one without a face."""
-    skimage_data = pytest.importorskip("skimage.data")
+    skimage_data = import_or_missing("skimage.data", SCIKIT_IMAGE)
     face = skimage_data.astronaut()
     dots = pattern_dots(points, screen, 1920, 1080)
     frames = []
@@ -196,7 +200,7 @@ def astronaut_frames(screen, points: int) -> list[CapturedFrame]:
 
 def test_capture_writes_a_raw_recording_that_calibrates_and_predicts(trained, tmp_path):
     if not hasattr(cv2, "CascadeClassifier"):
-        pytest.skip("this OpenCV has no Haar cascades")
+        missing_install("this OpenCV has no Haar cascades: install opencv-python-headless<5")
     # a 34.5 x 19.4 cm laptop screen, camera centred 1 cm above it
     screen = custom(34.5, 19.4, 17.25, 1.0, 1920, 1080)
     frames = astronaut_frames(screen, 5)
@@ -272,10 +276,10 @@ def test_float_onnx_with_features_calibrates_like_its_checkpoint(trained, tmp_pa
 
 
 def test_fit_option_defaults_are_the_configs():
-    """FitOptions() is what conf/calibrate.yaml configures, so Python and YAML cannot drift."""
+    """FitOptions() is what tinytracker/conf/calibrate.yaml configures: Python and YAML agree."""
     from tinytracker.calibrate.__main__ import validate
     from tinytracker.correction.corrections import FitOptions
 
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         cfg = compose("calibrate", overrides=["ckpt_path=model.ckpt"])
     assert validate(cfg) == FitOptions()

@@ -214,7 +214,7 @@ def test_generator_output_is_pinned(raw):
 
 def test_default_set_size_is_the_training_configs():
     """``generate()`` without sizes builds the set ``tinytracker.train`` uses by default."""
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "tinytracker" / "conf"), version_base="1.3"):
         cfg = compose("train")
     configured = OmegaConf.to_container(cfg.data.synthetic, resolve=True)
     assert {"seed", "subjects", "frames_per_subject"} <= configured.keys()

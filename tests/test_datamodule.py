@@ -10,12 +10,14 @@ import pytest
 import scipy.io
 import torch
 
-from tests.conftest import run_module
+from tests.conftest import compose_config
+from tinytracker.config import ConfigError
 from tinytracker.data import synthetic as syn
 from tinytracker.data.datamodule import GazeDataModule
 from tinytracker.data.geometry import face_grid_mask
 from tinytracker.data.prepare import prepare
 from tinytracker.data.processed import DataFormatError, load_index
+from tinytracker.train import train
 
 ITRACKER = ("face", "eye_left", "eye_right", "face_grid")
 
@@ -31,7 +33,7 @@ def processed(tmp_path_factory) -> Path:
 
 def _dm(root: Path, **kw) -> GazeDataModule:
     kw.setdefault("batch_size", 4)
-    kw.setdefault("format", "jpeg")  # conf/data/gazecapture.yaml: real data decodes JPEGs
+    kw.setdefault("format", "jpeg")  # as conf/data/gazecapture.yaml: real data decodes JPEGs
     return GazeDataModule(name="gazecapture", source="gazecapture", root=str(root),
                           cache_dir=str(root.parent / "cache"), augment={"enabled": False},
                           **kw)
@@ -147,14 +149,14 @@ def test_metadata_missing_key_is_named(processed, tmp_path):
 
 
 def test_train_with_gazecapture_root_missing_fails_naming_key(tmp_path):
-    proc = run_module("tinytracker.train", "data=gazecapture", f"out_dir={tmp_path}",
-                      check=False)
-    assert proc.returncode != 0
-    assert "data.root" in proc.stderr
-    proc = run_module("tinytracker.train", "data=gazecapture", f"data.root={tmp_path}/missing",
-                      f"out_dir={tmp_path}", "logger=csv", check=False)
-    assert proc.returncode != 0
-    assert f"{tmp_path}/missing" in proc.stderr
+    """In-process: the config ``python -m tinytracker.train data=gazecapture`` composes."""
+    cfg = compose_config("train", "data=gazecapture", out_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"data\.root is required"):
+        train(cfg)
+    cfg = compose_config("train", "data=gazecapture", f"data.root={tmp_path}/missing",
+                         "logger=csv", out_dir=tmp_path)
+    with pytest.raises(DataFormatError, match=f"{tmp_path}/missing"):
+        train(cfg)
 
 
 def test_defaults_are_the_synthetic_configs():
@@ -165,7 +167,7 @@ def test_defaults_are_the_synthetic_configs():
 
     from tests.conftest import REPO
 
-    yaml = OmegaConf.load(REPO / "conf" / "data" / "synthetic.yaml")
+    yaml = OmegaConf.load(REPO / "tinytracker" / "conf" / "data" / "synthetic.yaml")
     params = inspect.signature(GazeDataModule.__init__).parameters
     keys = ("name", "source", "face_size", "eye_size", "grey", "grid_embedding", "mean", "std",
             "batch_size", "num_workers", "pin_memory", "skip_bad", "format", "packed_dir",

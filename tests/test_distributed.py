@@ -6,9 +6,9 @@ import csv
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 
-from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
+from tests.conftest import SMALL_DATA, read_metrics, run_module
 from tests.wandb_log import read_wandb_summary
 
 DDP_CPU = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
@@ -67,7 +67,7 @@ def test_ddp_inside_a_local_sweep_fails_before_training(tmp_path, cache_dir):
 
 
 def _hydra_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         return compose("train", overrides=list(overrides), return_hydra_config=True)
 
 

@@ -97,7 +97,7 @@ def test_dockerfile_runs_exactly_the_readme_install_command():
 def test_dockerfile_copies_files_that_exist_and_reach_the_build_context():
     patterns = _dockerignore_patterns()
     sources = _copy_sources()
-    assert {"pyproject.toml", "tinytracker", "conf"} <= set(sources)
+    assert {"pyproject.toml", "tinytracker"} <= set(sources)  # the configs are tinytracker/conf
     for src in sources:
         assert (REPO / src).exists(), f"Dockerfile copies {src}, which does not exist"
         tracked = subprocess.run(["git", "ls-files", "--", src], cwd=REPO, check=True,
@@ -114,6 +114,8 @@ def test_pip_install_finds_everything_it_reads_in_the_image():
     pyproject = (REPO / "pyproject.toml").read_text()
     readme = re.search(r'^readme\s*=\s*"([^"]+)"', pyproject, flags=re.M)
     assert readme and readme.group(1) in sources
+    configs = list((REPO / "tinytracker" / "conf").rglob("*.yaml"))
+    assert configs and all(str(c.relative_to(REPO)).split("/")[0] in sources for c in configs)
 
 
 @pytest.mark.parametrize("path", [

@@ -44,12 +44,8 @@ def _rel(page: Path) -> str:
 
 
 def _exists(rel: str) -> bool:
-    """A repository path exists. conf/ is moving into the package (issue 16): until it has,
-    ``tinytracker/conf/...`` is also found at ``conf/...``; drop that fallback after the move."""
-    if (REPO / rel).exists():
-        return True
-    moved = rel.replace("tinytracker/", "", 1)
-    return rel.startswith("tinytracker/conf") and (REPO / moved).exists()
+    """A repository path exists."""
+    return (REPO / rel).exists()
 
 
 def _prose(text: str) -> str:
@@ -184,8 +180,7 @@ def _shell_commands() -> list[tuple[str, str, list[str]]]:
 
 
 def _config_dir() -> Path:
-    inside = REPO / "tinytracker" / "conf"
-    return inside if inside.is_dir() else REPO / "conf"  # see _exists: conf/ is moving
+    return REPO / "tinytracker" / "conf"
 
 
 def _hydra_config_name(source: str) -> str | None:

@@ -2,7 +2,7 @@
 
 The converter (``imxconv-pt``) lives in its own environment, ``.venv-imx500/`` at the
 repository root (README "IMX500 export"); tests that run it skip, saying how to create it,
-where it is absent. CI creates it.
+where it is absent, and fail under ``CI=true`` (CI creates it).
 """
 
 from __future__ import annotations
@@ -14,15 +14,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from torch import nn
 
 from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
 from tests.wandb_log import read_wandb_records, read_wandb_summary
 from tinytracker.export.errors import ExportError
 from tinytracker.export.imxconv import (
+    CONVERTER_ENV,
     CONVERTER_VERSION,
     INSTALL_COMMAND,
+    converter_dirs,
     find_converter,
     run_converter,
 )
@@ -35,21 +37,12 @@ MAX_MEMORY_BYTES = 1024 * 1024  # the issue's budget for the default TinyTracker
 PAPER_QUANT_BUDGET_CM = 0.16  # TinyTracker paper: INT8 within 0.16 cm of the float model
 
 
-def _converter_or_none() -> Path | None:
-    try:
-        return find_converter()
-    except ExportError:
-        return None
-
-
-needs_converter = pytest.mark.skipif(
-    _converter_or_none() is None,
-    reason=f"Sony's IMX500 converter is not installed: create .venv-imx500 with "
-           f"`{INSTALL_COMMAND}` (CI does)")
+# skips saying how to create .venv-imx500 where it is absent; fails under CI=true (conftest)
+needs_converter = pytest.mark.usefixtures("imx500_converter")
 
 
 @pytest.fixture(scope="module")
-def float_run(tmp_path_factory, cache_dir) -> Path:
+def float_wandb_run(tmp_path_factory, cache_dir) -> Path:
     """A short real float training run of the default TinyTracker, logged to offline W&B."""
     out = tmp_path_factory.mktemp("float-run")
     run_module("tinytracker.train", *SMALL_DATA, f"out_dir={out}", "trainer.max_epochs=3",
@@ -60,7 +53,7 @@ def float_run(tmp_path_factory, cache_dir) -> Path:
 def _export_in_process(out: Path, *overrides: str):
     from tinytracker.export.__main__ import export
 
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         cfg = compose("export", overrides=[*EVAL_DATA, f"out_dir={out}",
                                            f"paths.output_dir={out}",
                                            f"paths.root_dir={REPO}", *overrides])
@@ -68,8 +61,10 @@ def _export_in_process(out: Path, *overrides: str):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @needs_converter
-def test_real_converter_packs_a_trained_tinytracker_that_fits(tmp_path, float_run):
+def test_real_converter_packs_a_trained_tinytracker_that_fits(tmp_path, float_wandb_run):
+    float_run = float_wandb_run
     metrics = read_metrics(float_run)
     out = tmp_path / "export"
     run_module("tinytracker.export", f"ckpt_path={metrics['checkpoint']}", "format=imx500",
@@ -170,6 +165,7 @@ class _HugeInput(nn.Module):
         return self.head(torch.relu(self.conv(face)).mean((2, 3)))
 
 
+@pytest.mark.slow  # ~30 s of converter time; the quick tier runs the converter once (above)
 @needs_converter
 def test_network_too_big_for_the_chip_fails_with_the_memory_figures(tmp_path):
     from tinytracker.quant.mct import export_mct_onnx, quantize_for_imx500
@@ -192,15 +188,50 @@ def test_network_too_big_for_the_chip_fails_with_the_memory_figures(tmp_path):
 
 def test_missing_converter_environment_says_how_to_create_it(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no imxconv-pt on PATH either
+    monkeypatch.delenv(CONVERTER_ENV, raising=False)
     with pytest.raises(ExportError) as err:
-        find_converter(None, repo_root=tmp_path)
-    assert str(tmp_path / ".venv-imx500") in str(err.value)
+        find_converter(None, search_dirs=[tmp_path / "a", tmp_path / "b"])
+    assert str(tmp_path / "a" / ".venv-imx500") in str(err.value)
+    assert str(tmp_path / "b" / ".venv-imx500") in str(err.value)
     assert INSTALL_COMMAND in str(err.value)
     assert "imx500-converter[pt]==" in INSTALL_COMMAND
 
 
+def _fake_converter(path: Path) -> Path:
+    """An executable file where imxconv-pt would be: the lookup only checks that one is there."""
+    path.parent.mkdir(parents=True)
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_converter_is_found_in_the_current_directory_then_the_checkout(tmp_path, monkeypatch):
+    monkeypatch.delenv(CONVERTER_ENV, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    work = _fake_converter(tmp_path / "work" / ".venv-imx500" / "bin" / "imxconv-pt")
+    monkeypatch.chdir(tmp_path / "work")
+    assert converter_dirs()[0] == tmp_path / "work"
+    assert REPO in converter_dirs()  # an editable install still finds <repo>/.venv-imx500
+    assert find_converter() == work
+    repo = _fake_converter(tmp_path / "repo" / ".venv-imx500" / "bin" / "imxconv-pt")
+    assert find_converter(None, search_dirs=[tmp_path / "elsewhere", tmp_path / "repo"]) == repo
+
+
+def test_converter_env_var_comes_after_the_config_key(tmp_path, monkeypatch):
+    env = _fake_converter(tmp_path / "env" / "imxconv-pt")
+    key = _fake_converter(tmp_path / "key" / "imxconv-pt")
+    monkeypatch.setenv(CONVERTER_ENV, str(env))
+    assert find_converter(None, search_dirs=[]) == env
+    assert find_converter(str(key), search_dirs=[]) == key
+    monkeypatch.setenv(CONVERTER_ENV, str(tmp_path / "gone" / "imxconv-pt"))
+    with pytest.raises(ExportError) as err:
+        find_converter(None, search_dirs=[])
+    assert f"{CONVERTER_ENV}={tmp_path / 'gone' / 'imxconv-pt'}" in str(err.value)
+    assert INSTALL_COMMAND in str(err.value)
+
+
 def test_configured_converter_that_is_missing_is_named(tmp_path, float_run):
-    ckpt = read_metrics(float_run)["checkpoint"]
+    ckpt = float_run["checkpoint"]  # the session's tiny float run (conftest)
     bad = tmp_path / "nowhere" / "imxconv-pt"
     with pytest.raises(ExportError) as err:
         _export_in_process(tmp_path, f"ckpt_path={ckpt}", "format=imx500",

@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from onnx import numpy_helper
 
 from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
@@ -24,19 +24,16 @@ from tinytracker.quant.checkpoints import CheckpointKindError
 # In-process training here: one torch thread, so a second job on 2 cores does not thrash.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # see tests/test_quant.py
+# One thread per run: on a small shared machine, two runs with two OpenMP threads each thrash.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 MAX_INT8_ONNX_BYTES = 608_000
 EVAL_DATA = [a for a in SMALL_DATA if not a.startswith("data.batch_size")]
 
 
 @pytest.fixture(scope="module")
-def qat_short(tmp_path_factory, cache_dir) -> dict:
-    """A short real QAT run: 2 float epochs, 2 QAT epochs on the small synthetic set."""
-    out = tmp_path_factory.mktemp("qat-short")
-    run_module("tinytracker.train", "+experiment=qat", *SMALL_DATA, f"out_dir={out}",
-               "quant.float_epochs=2", "quant.epochs=2", "quant.calibration_batches=4",
-               "logger=none", env=ONE_THREAD)
-    return read_metrics(out)
+def qat_short(qat_run) -> dict:
+    """The session's short real QAT run (conftest): 2 float epochs, 2 QAT epochs."""
+    return read_metrics(qat_run)
 
 
 def _export_cli(ckpt: str, out: Path, *args: str, check: bool = True):
@@ -46,7 +43,7 @@ def _export_cli(ckpt: str, out: Path, *args: str, check: bool = True):
 
 def _test_batch(ckpt: str) -> dict[str, torch.Tensor]:
     """The first test batch, built as the export built it (data config + input_spec)."""
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         cfg = compose("export", overrides=[f"ckpt_path={ckpt}", *EVAL_DATA,
                                            f"paths.root_dir={REPO}"])
     _, loader = checkpoint_data(cfg.data, module_from_checkpoint(ckpt), "test")
@@ -54,6 +51,7 @@ def _test_batch(ckpt: str) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_qat_checkpoint_exports_int8_onnx_matching_pytorch(tmp_path, qat_short):
     ckpt = qat_short["checkpoint"]
     _export_cli(ckpt, tmp_path)
@@ -117,7 +115,7 @@ def test_float_checkpoint_exports_float_onnx(tmp_path, qat_short):
 
 
 def _export_in_process(tmp_path, *overrides: str):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         cfg = compose("export", overrides=[*EVAL_DATA, f"out_dir={tmp_path}",
                                            f"paths.output_dir={tmp_path}",
                                            f"paths.root_dir={REPO}", *overrides])

@@ -15,13 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ANCHORS, run_module
+from tests.conftest import ANCHORS, SCIKIT_IMAGE, anchor_file, import_or_missing
 
-pytest.importorskip("ai_edge_litert", reason="LiteRT (pip install ai-edge-litert) runs the "
-                                             "TFLite files and reads their flatbuffers")
-if not (ANCHORS / "TinyTracker.tflite").is_file():
-    pytest.skip(f"the authors' TFLite files are not in {ANCHORS} (test fixtures only)",
-                allow_module_level=True)
+# LiteRT runs the TFLite files and reads their flatbuffers
+import_or_missing("ai_edge_litert", "pip install ai-edge-litert")
+for _name in ("TinyTracker.tflite", "TinyTrackerS.tflite"):
+    anchor_file(_name)
 
 from tinytracker.data.dataset import SampleSpec  # noqa: E402
 from tinytracker.data.gazecapture import list_recordings, load_frame, read_recording  # noqa: E402
@@ -44,7 +43,7 @@ STEPS_CM = {"tinytracker": 30 / 128, "tinytracker_s": 10 / 128}
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory) -> list[tuple[np.ndarray, tuple]]:
     """(RGB frame, face box) pairs: synthetic GazeCapture frames and the astronaut photo."""
-    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image ships the photo")
+    skimage_data = import_or_missing("skimage.data", SCIKIT_IMAGE)  # ships the photo
     raw = tmp_path_factory.mktemp("raw")
     generate(raw, seed=3, subjects=3, frames_per_subject=4, workers=1)
     out = []
@@ -132,16 +131,17 @@ def test_cli_checkpoint_loads_and_reproduces_the_import(imported, tmp_path, acti
 
 
 def test_imported_checkpoint_fine_tunes(tmp_path, cache_dir):
-    from tests.conftest import SMALL_DATA
+    from tests.conftest import SMALL_DATA, train_in_process
     from tinytracker.import_tflite.checkpoint import fine_tune_overrides
 
     graph = read_tflite(ANCHORS / FILES["tinytracker_s"])
     imp = import_graph(graph)
     ckpt = tmp_path / "s.ckpt"
     import_main([f"path={graph.path}", f"out={ckpt}", "activations=float"])
-    run_module("tinytracker.train", *SMALL_DATA, *fine_tune_overrides(imp),
-               f"ckpt_path={ckpt}", f"out_dir={tmp_path / 'ft'}", "trainer.max_epochs=1",
-               "trainer.limit_train_batches=1", "logger=csv")
+    # in-process: the overrides the command would take, through its own train()
+    train_in_process(tmp_path / "ft", *SMALL_DATA, *fine_tune_overrides(imp),
+                     f"ckpt_path={ckpt}", "trainer.max_epochs=1",
+                     "trainer.limit_train_batches=1", "logger=csv")
     metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert metrics["model/params"] == sum(p.numel() for p in imp.net.parameters())
 

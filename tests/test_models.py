@@ -336,9 +336,10 @@ def test_model_config_and_experiment_agree_with_the_card(name):
     from tests.conftest import REPO
 
     card = registry.card(name)
-    model = OmegaConf.load(REPO / "conf" / "model" / f"{name}.yaml")
+    model = OmegaConf.load(REPO / "tinytracker" / "conf" / "model" / f"{name}.yaml")
     assert model.name == card.name and model.net._target_ == card.target
-    data = OmegaConf.load(REPO / "conf" / "experiment" / f"{card.experiment}.yaml").data
+    conf = REPO / "tinytracker" / "conf"
+    data = OmegaConf.load(conf / "experiment" / f"{card.experiment}.yaml").data
     assert {k: data[k] for k in card.input_spec()} == card.input_spec()
 
 

@@ -127,6 +127,7 @@ def test_unreadable_crop_fails_naming_it_or_is_skipped_like_jpeg(cache_dir, proc
     _assert_identical(_batches(jpeg, split), _batches(packed, split))
 
 
+@pytest.mark.slow  # two commands end to end; the quick tier reads packs in-process (above)
 def test_pack_command_then_training_reads_the_pack(tmp_path, cache_dir):
     run_module("tinytracker.data.pack", *SMALL_DATA, f"out_dir={tmp_path / 'pack'}")
     summary = json.loads((tmp_path / "pack" / "pack.json").read_text())

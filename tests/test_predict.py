@@ -16,7 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import SMALL_DATA, read_metrics, run_module
+from tests.conftest import (
+    SCIKIT_IMAGE,
+    import_or_missing,
+    missing_install,
+    run_module,
+)
 from tinytracker.data.dataset import IMAGE_FIELDS, GazeDataset
 from tinytracker.data.gazecapture import list_recordings, load_frame, read_recording
 from tinytracker.data.inputs import frame_crops, frame_inputs
@@ -26,10 +31,11 @@ from tinytracker.data.spec import SampleSpec
 from tinytracker.predict.__main__ import main as predict
 from tinytracker.predict.screen import preset
 
-skimage_data = pytest.importorskip("skimage.data", reason="scikit-image ships the photographs")
+# scikit-image ships the photographs
+skimage_data = import_or_missing("skimage.data", SCIKIT_IMAGE)
 if not hasattr(cv2, "CascadeClassifier"):
-    pytest.skip(f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 moved them out of "
-                "the main package): install opencv-python-headless<5", allow_module_level=True)
+    missing_install(f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 moved them out "
+                    "of the main package): install opencv-python-headless<5")
 
 # Where the astronaut's face is (skimage.data.astronaut(), 512x512): around (223, 113).
 ASTRONAUT_FACE_CENTRE = (223, 113)
@@ -41,13 +47,9 @@ def write_rgb(path, image) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, cache_dir):
-    """A TinyTracker with the grid embedding, trained for two steps on synthetic data."""
-    out = tmp_path_factory.mktemp("train")
-    run_module("tinytracker.train", *SMALL_DATA, f"out_dir={out}", "trainer.max_epochs=1",
-               "trainer.limit_train_batches=2", "logger=csv", "data.face_size=64",
-               "data.grid_embedding=true")
-    return read_metrics(out)["checkpoint"]
+def trained(float_run) -> str:
+    """The session's tiny float TinyTracker (conftest): 64 px, with the grid embedding."""
+    return float_run["checkpoint"]
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from torch import nn
 
-from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
+from tests.conftest import REPO, SMALL_DATA, read_metrics
 from tinytracker.config import ConfigError
 from tinytracker.models import TinyTracker, TinyTrackerS, footprint
 from tinytracker.models.checkpoint import module_from_checkpoint
@@ -25,8 +25,6 @@ from tinytracker.quant.training import validate_quant_config
 # In-process training here: one torch thread, so a second job on 2 cores does not thrash.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# One thread per run: on a small shared machine, two runs with two OpenMP threads each thrash.
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 FLOAT_KEYS = {
     "test/error_cm", "baseline/mean_predictor_error_cm", "model/params", "model/macs",
     "model/size_fp32_bytes", "model/size_int8_bytes", "model/name", "data/name", "checkpoint",
@@ -205,7 +203,7 @@ def test_load_float_weights_names_mismatching_keys():
 # ----------------------------------------------------------------------------- config
 def _compose(*overrides: str, experiment: str | None = "qat"):
     extra = [f"+experiment={experiment}"] if experiment else []
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         return compose("train", overrides=[*extra, *overrides])
 
 
@@ -235,7 +233,7 @@ def test_yaml_scheme_keys_are_the_dataclass_fields_with_its_defaults():
     """conf/quant/brevitas.yaml maps onto QuantScheme: same keys, same defaults."""
     from omegaconf import OmegaConf
 
-    yaml = OmegaConf.load(REPO / "conf" / "quant" / "brevitas.yaml")
+    yaml = OmegaConf.load(REPO / "tinytracker" / "conf" / "quant" / "brevitas.yaml")
     run_keys = {"mode", "float_ckpt", "float_epochs", "epochs", "calibration_batches",
                 "optimizer", "scheduler"}
     assert set(yaml) - run_keys == set(QuantScheme.keys())
@@ -267,18 +265,10 @@ def _train_in_process(out: Path, *overrides: str, experiment: str | None = "qat"
 
 
 @pytest.fixture(scope="module")
-def float_ckpt(tmp_path_factory, cache_dir) -> Path:
-    """A real float checkpoint (fast_dev_run of the default float config)."""
-    out = tmp_path_factory.mktemp("float")
-    return Path(_train_in_process(out, experiment=None)["checkpoint_last"])
-
-
-@pytest.fixture(scope="module")
-def qat_run(tmp_path_factory, cache_dir) -> Path:
-    out = tmp_path_factory.mktemp("qat")
-    run_module("tinytracker.train", "+experiment=qat", *SMALL_DATA, f"out_dir={out}",
-               "trainer.fast_dev_run=true", "logger=csv", env=ONE_THREAD)
-    return out
+def float_ckpt(qat_run) -> Path:
+    """A real float checkpoint of the default float config: the float phase of the session's
+    QAT run (conftest's ``qat_run``, a short real run of ``+experiment=qat``)."""
+    return Path(read_metrics(qat_run)["quant/float_checkpoint"])
 
 
 def test_fast_dev_run_qat_writes_float_and_quant_metrics(qat_run):

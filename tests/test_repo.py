@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
-from tests.conftest import REPO
+import pytest
+
+from tests.conftest import REPO, import_or_missing, missing_install
 
 
 def _readme_commands() -> list[str]:
@@ -19,14 +23,23 @@ def _readme_commands() -> list[str]:
     return [blocks[k].strip() for k in ("install", "train", "test")]
 
 
+# The README's two test commands: the full suite (what CI runs, with the slowest tests listed)
+# and the quick tier to run after every change.
+FULL_TESTS = ".venv/bin/python -m pytest --durations=15"
+QUICK_TESTS = '.venv/bin/python -m pytest -m "not slow"'
+
+
 def test_ci_runs_the_readme_install_and_test_commands():
-    install, main_job, test = _readme_commands()
+    install = _readme_commands()[0]
+    lines = [ln.strip() for block in _readme_commands() for ln in block.splitlines()]
     assert ".venv" in install and "[test]" in install
-    assert main_job.endswith("python -m tinytracker.train")
+    assert any(ln.endswith("python -m tinytracker.train") for ln in lines)
+    assert FULL_TESTS in lines and QUICK_TESTS in lines
     ci_lines = [ln.strip() for ln in (REPO / ".ci" / "run").read_text().splitlines()]
     assert install in ci_lines
-    assert test in ci_lines
-    assert ci_lines.index(install) < ci_lines.index(test)
+    assert FULL_TESTS in ci_lines
+    assert ci_lines.index(install) < ci_lines.index(FULL_TESTS)
+    assert "export CI=true" in ci_lines  # a missing install step fails CI (tests/conftest.py)
 
 
 def test_dockerfile_installs_like_the_readme_and_copies_existing_files():
@@ -38,3 +51,22 @@ def test_dockerfile_installs_like_the_readme_and_copies_existing_files():
             for src in line.split()[1:-1]:
                 assert (REPO / src).exists(), f"Dockerfile copies {src}, which does not exist"
     assert "ARG BASE_IMAGE" in docker
+
+
+def test_ruff_is_clean():
+    """CI's lint step: ``ruff check tinytracker tests`` (the style every file keeps)."""
+    import_or_missing("ruff", "pip install -e '.[test]' (ruff)")
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "tinytracker", "tests"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, f"ruff check tinytracker tests:\n{proc.stdout}{proc.stderr}"
+
+
+def test_missing_install_skips_here_and_fails_under_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="the widget is absent"):
+        missing_install("the widget is absent")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true, but the widget is absent"):
+        missing_install("the widget is absent")
+    with pytest.raises(pytest.fail.Exception, match="no_such_module_here"):
+        import_or_missing("no_such_module_here", "pip install it")

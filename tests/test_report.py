@@ -119,6 +119,7 @@ def test_wandb_runs_without_credentials_fail_clearly(tmp_path):
     assert "runs=<folder of runs>" in proc.stderr
 
 
+@pytest.mark.slow  # a real multi-trial search; the quick tier runs report on made runs
 def test_pareto_search_and_report_end_to_end(tmp_path, cache_dir):
     """A real 3-trial NSGA-II search (QAT, tiny data) and its report."""
     search = tmp_path / "search"

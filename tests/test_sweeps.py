@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -91,6 +91,7 @@ def test_wandb_schema_refuses_a_plus_in_parameter_names():
         "-m", "+experiment=baseline", "seed=1", "+experiment=qat"]
 
 
+@pytest.mark.slow  # a training run per sweep file; the quick tier checks their schema
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
 def test_agent_command_runs(path, tmp_path, cache_dir):
     config = fill_validate_schema(_load(path))
@@ -146,6 +147,6 @@ def test_runs_started_by_a_sweep_agent_log_online(monkeypatch, sweep_id, mode):
         monkeypatch.setenv("WANDB_SWEEP_ID", sweep_id)
     else:
         monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         cfg = compose("train", overrides=["paths.root_dir=."])
     assert cfg.logger.wandb.mode == mode

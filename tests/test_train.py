@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
+from hydra.errors import MissingConfigException
 
-from tests.conftest import SMALL_DATA, read_metrics, run_module
+from tests.conftest import SMALL_DATA, compose_config, read_metrics, run_module, train_in_process
+from tinytracker.config import ConfigError
+from tinytracker.train import train
 
 METRIC_KEYS = {
     "test/error_cm", "val/error_cm", "baseline/mean_predictor_error_cm", "model/params",
@@ -17,13 +22,15 @@ METRIC_KEYS = {
 @pytest.mark.parametrize(
     "experiment, model_name",
     [(None, "tinytracker"), ("tinytracker", "tinytracker"), ("tinytracker_s", "tinytracker_s"),
-     ("baseline", "itracker")],
+     pytest.param("baseline", "itracker", marks=pytest.mark.slow)],  # 224 px: ~20 s on 2 cores
 )
 def test_fast_dev_run_every_experiment(tmp_path, cache_dir, experiment, model_name):
-    args = [*SMALL_DATA, f"out_dir={tmp_path}", "trainer.fast_dev_run=true", "logger=csv"]
+    """In-process (the command's own train() on the config it composes); the command itself
+    runs in test_short_training_writes_checkpoints_and_metrics and the wheel test."""
+    args = [*SMALL_DATA, "trainer.fast_dev_run=true", "logger=csv"]
     if experiment:
         args.append(f"+experiment={experiment}")
-    run_module("tinytracker.train", *args)
+    train_in_process(tmp_path, *args)
     metrics = read_metrics(tmp_path)
     assert METRIC_KEYS - {"checkpoint", "val/error_cm"} <= set(metrics)
     assert metrics["model/name"] == model_name
@@ -33,6 +40,7 @@ def test_fast_dev_run_every_experiment(tmp_path, cache_dir, experiment, model_na
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_short_training_writes_checkpoints_and_metrics(tmp_path, cache_dir):
     run_module("tinytracker.train", *SMALL_DATA, f"out_dir={tmp_path}", "trainer.max_epochs=2",
                "logger=csv")
@@ -70,17 +78,26 @@ def test_short_training_writes_checkpoints_and_metrics(tmp_path, cache_dir):
     ],
 )
 def test_invalid_config_fails_naming_the_key(tmp_path, cache_dir, override, key):
-    proc = run_module("tinytracker.train", *SMALL_DATA, f"out_dir={tmp_path}", override,
-                      "logger=csv", "trainer.fast_dev_run=true", check=False)
-    assert proc.returncode != 0
-    assert key in proc.stderr + proc.stdout
+    """In-process: the config the command composes, through the command's own ``train``."""
+    cfg = compose_config("train", *SMALL_DATA, override, "logger=csv",
+                         "trainer.fast_dev_run=true", out_dir=tmp_path)
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        train(cfg)
     assert not (tmp_path / "checkpoints").exists(), "must fail before training"
 
 
-def test_unknown_model_group_fails_naming_it(tmp_path):
-    proc = run_module("tinytracker.train", "model=resnet", f"out_dir={tmp_path}", check=False)
+def test_invalid_config_exits_naming_the_key(tmp_path):
+    """The command turns ConfigError into a non-zero exit that names the key."""
+    proc = run_module("tinytracker.train", *SMALL_DATA, f"out_dir={tmp_path}",
+                      "model.optimizer.lr=0", "logger=csv", check=False)
     assert proc.returncode != 0
-    assert "model/resnet" in proc.stderr or "'model'" in proc.stderr
+    assert "invalid config: model.optimizer.lr must be > 0" in proc.stderr + proc.stdout
+    assert not (tmp_path / "checkpoints").exists(), "must fail before training"
+
+
+def test_unknown_model_group_fails_naming_it():
+    with pytest.raises(MissingConfigException, match="model/resnet"):
+        compose_config("train", "model=resnet")
 
 
 def test_optimized_metric_list_returns_one_value_per_key():

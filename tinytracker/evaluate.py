@@ -152,7 +152,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="pkg://tinytracker.conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 

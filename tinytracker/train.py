@@ -167,7 +167,7 @@ def _finish_wandb(loggers: list) -> None:
         lg.experiment.finish()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="pkg://tinytracker.conf", config_name="train")
 def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
     try:
         metrics = train(cfg)

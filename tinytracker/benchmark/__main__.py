@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
 from tinytracker.benchmark.e2e import default_run
@@ -37,10 +37,10 @@ from tinytracker.benchmark.loading import loading_figures
 from tinytracker.benchmark.training import training_overhead
 from tinytracker.cli import parse_args
 from tinytracker.config import register_resolvers
+from tinytracker.locations import anchors_dir
 
 log = logging.getLogger("tinytracker.benchmark")
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_TFLITE = REPO.parent / "shared" / "anchors" / "TinyTracker.tflite"
+DEFAULT_TFLITE = anchors_dir() / "TinyTracker.tflite"  # $TINYTRACKER_ANCHORS
 DEFAULT_TFLITE_S = DEFAULT_TFLITE.with_name("TinyTrackerS.tflite")
 
 
@@ -65,7 +65,7 @@ class BenchmarkArgs:
 
 def train_config(overrides: list[str]):
     register_resolvers()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         return compose("train", overrides=list(overrides))
 
 

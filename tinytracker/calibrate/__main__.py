@@ -183,7 +183,7 @@ def _cm(value: float | None) -> str:
     return "  -  " if value is None else f"{value:.3f}"
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="calibrate")
+@hydra.main(version_base="1.3", config_path="pkg://tinytracker.conf", config_name="calibrate")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 

@@ -169,7 +169,7 @@ def _check_parity(cfg: DictConfig, result: dict[str, Any]) -> None:
                           + "; ".join(problems) + " (numbers in export.json)")
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
+@hydra.main(version_base="1.3", config_path="pkg://tinytracker.conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 

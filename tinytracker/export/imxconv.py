@@ -2,8 +2,8 @@
 
 The converter pins protobuf 4.25.5, onnx 1.17 and onnxruntime 1.21, which break the wandb
 of the training environment, so it lives in its own virtual environment (``.venv-imx500/``
-at the repository root, created by the README's command) and is only ever run as a
-subprocess: nothing here imports it.
+at the repository root or in the working directory, created by the README's command) and
+is only ever run as a subprocess: nothing here imports it.
 
 It turns MCT's ONNX into ``packerOut.zip`` (the input of ``imx500-package`` on the Raspberry
 Pi), ``dnnParams.xml`` (tensor layouts and quantization scales) and
@@ -24,13 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinytracker.export.errors import ExportError
+from tinytracker.locations import source_checkout
 
 log = logging.getLogger(__name__)
 
 CONVERTER = "imxconv-pt"
 CONVERTER_VERSION = "3.19.2"
 VENV = ".venv-imx500"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+CONVERTER_ENV = "TINYTRACKER_IMX500_CONVERTER"  # path to imxconv-pt, below imx500.converter
 INSTALL_COMMAND = (f"python3.11 -m venv {VENV} && {VENV}/bin/pip install "
                    f"'imx500-converter[pt]=={CONVERTER_VERSION}'")
 _UNITS = {"B": 1, "KB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3}
@@ -52,27 +53,48 @@ class ConversionReport:
     conversion_s: float
 
 
-def find_converter(configured: str | None = None, repo_root: Path = REPO_ROOT) -> Path:
-    """``imxconv-pt``: ``configured`` (``imx500.converter``), else ``<repo>/.venv-imx500``,
-    else ``PATH``. A missing converter says how to create its environment."""
-    how = (f"Create the converter's environment at the repository root with\n    "
-           f"{INSTALL_COMMAND}\nor point imx500.converter=<path to {CONVERTER}> at an "
-           "existing one.")
-    if configured:
-        path = Path(configured).expanduser()
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-        raise ExportError(f"imx500.converter={configured}: no executable {CONVERTER} there. "
-                          + how)
-    candidates = [repo_root / VENV / "bin" / CONVERTER]
+def converter_dirs() -> list[Path]:
+    """Where ``.venv-imx500`` is looked for: the current directory (a wheel's users create it
+    where they work), then the source checkout (the README creates it at the repository
+    root, and users run from there or from anywhere else)."""
+    dirs = [Path.cwd()]
+    checkout = source_checkout()
+    if checkout is not None and checkout not in dirs:
+        dirs.append(checkout)
+    return dirs
+
+
+def find_converter(configured: str | None = None,
+                   search_dirs: list[Path] | None = None) -> Path:
+    """``imxconv-pt``: ``configured`` (``imx500.converter``), else
+    ``$TINYTRACKER_IMX500_CONVERTER``, else ``<dir>/.venv-imx500`` for each of ``search_dirs``
+    (default: ``converter_dirs()``), else ``PATH``. A missing converter says how to create
+    its environment."""
+    how = (f"Create the converter's environment (in the repository root or the directory you "
+           f"run from) with\n    {INSTALL_COMMAND}\nor point imx500.converter=<path to "
+           f"{CONVERTER}> (or ${CONVERTER_ENV}) at an existing one.")
+    for source, value in (("imx500.converter", configured),
+                          (CONVERTER_ENV, os.environ.get(CONVERTER_ENV))):
+        if value:
+            path = Path(value).expanduser()
+            if _executable(path):
+                return path
+            raise ExportError(f"{source}={value}: no executable {CONVERTER} there. " + how)
+    dirs = converter_dirs() if search_dirs is None else search_dirs
+    candidates = [d / VENV / "bin" / CONVERTER for d in dirs]
     on_path = shutil.which(CONVERTER)
     if on_path:
         candidates.append(Path(on_path))
     for path in candidates:
-        if path.is_file() and os.access(path, os.X_OK):
+        if _executable(path):
             return path
-    raise ExportError(f"Sony's IMX500 converter ({CONVERTER}) was not found in "
-                      f"{repo_root / VENV} nor on PATH. " + how)
+    looked = ", ".join(str(d / VENV) for d in dirs)
+    raise ExportError(f"Sony's IMX500 converter ({CONVERTER}) was not found in {looked} nor "
+                      "on PATH. " + how)
+
+
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
 
 
 def converter_version(converter: Path) -> str:

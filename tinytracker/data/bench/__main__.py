@@ -54,7 +54,7 @@ def benchmark_data_paths(data_cfg: DictConfig, input_keys: tuple[str, ...], samp
     return out
 
 
-@hydra.main(version_base="1.3", config_path="../../../conf", config_name="bench")
+@hydra.main(version_base="1.3", config_path="pkg://tinytracker.conf", config_name="bench")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 

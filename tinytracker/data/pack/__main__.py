@@ -51,7 +51,7 @@ def pack(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../../../conf", config_name="pack")
+@hydra.main(version_base="1.3", config_path="pkg://tinytracker.conf", config_name="pack")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
