@@ -12,15 +12,16 @@ from tests.conftest import REPO, import_or_missing, missing_install
 
 
 def _readme_commands() -> list[str]:
-    """The README's install, main-job and test commands: the ```bash blocks of "Quick start"
-    marked ``<!-- quick start: install -->``, ``... train -->`` and ``... test -->``."""
+    """The README's install, main-job, test and quick-tier commands: the ```bash blocks of
+    "Quick start" marked ``<!-- quick start: install -->``, ``... train -->``, ``... test -->``
+    and ``... quick -->``."""
     text = (REPO / "README.md").read_text()
     quick = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     marked = r"<!-- quick start: (\w+) -->\n```bash\n(.*?)```"
     blocks = dict(re.findall(marked, quick, flags=re.S))
-    missing = {"install", "train", "test"} - set(blocks)
+    missing = {"install", "train", "test", "quick"} - set(blocks)
     assert not missing, f"README Quick start lacks <!-- quick start: ... --> for {sorted(missing)}"
-    return [blocks[k].strip() for k in ("install", "train", "test")]
+    return [blocks[k].strip() for k in ("install", "train", "test", "quick")]
 
 
 # The README's two test commands: the full suite (what CI runs, with the slowest tests listed)
