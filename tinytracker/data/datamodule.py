@@ -222,8 +222,9 @@ class GazeDataModule(L.LightningDataModule):
                    f"{index.frame_index[first]:05d}")
             if "frame" in fields:
                 msg += (" (model.position=frame reads NNNNN/frames/, the full frames our "
-                        "python -m tinytracker.data.prepare links into the processed data; a "
-                        "directory of the public prepareDataset.py has none)")
+                        "python -m tinytracker.data.prepare links into the processed data "
+                        "since its version 2; a directory of the public prepareDataset.py or of "
+                        "an older prepare has none: run prepare on the raw data again)")
             if not self.skip_bad:
                 raise DataFormatError(msg + " (set data.skip_bad=true to skip them)")
             log.warning("%s; skipping them (data.skip_bad=true)", msg)
