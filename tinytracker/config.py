@@ -16,9 +16,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from tinytracker.distributed import process_log_suffix
 
+# The choices of model.position: how a net learns where the face is in the frame
+# (tinytracker.models.regressor). Only ``input`` takes the grid embedding as an input.
+POSITIONS = ("input", "none", "late", "frame")
+
 
 class ConfigError(ValueError):
     """An invalid configuration value; the message names the key."""
+
+
+def _grid_embedding_for(position: Any) -> bool:
+    # data.grid_embedding follows model.position: the channels are an input only for "input"
+    return str(position) == "input"
 
 
 def _channels(grey: Any) -> int:
@@ -37,6 +46,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("channels", _channels)
     if not OmegaConf.has_resolver("wandb_default_mode"):
         OmegaConf.register_new_resolver("wandb_default_mode", _wandb_default_mode)
+    if not OmegaConf.has_resolver("grid_embedding_for"):
+        OmegaConf.register_new_resolver("grid_embedding_for", _grid_embedding_for)
     if not OmegaConf.has_resolver("process_log_suffix"):
         OmegaConf.register_new_resolver("process_log_suffix", process_log_suffix)
 
@@ -73,9 +84,26 @@ def validate_train_config(cfg: DictConfig) -> None:
     if int(_get(cfg, "data.num_workers") or 0) < 0:
         raise ConfigError(f"data.num_workers must be >= 0, got {cfg.data.num_workers}")
     _metric_names(cfg)
+    _position(cfg)
     lr = _get(cfg, "model.optimizer.lr")
     if lr is not None and not float(lr) > 0:
         raise ConfigError(f"model.optimizer.lr must be > 0, got {lr!r}")
+
+
+def _position(cfg: DictConfig) -> None:
+    """``model.position`` is a known choice and ``data.grid_embedding`` agrees with it."""
+    position = _get(cfg, "model.position")
+    if position is None:  # a model without the choice (iTracker)
+        return
+    if position not in POSITIONS:
+        raise ConfigError(f"model.position must be one of {', '.join(POSITIONS)}, "
+                          f"got {position!r}")
+    grid = bool(_get(cfg, "data.grid_embedding"))
+    if grid != (position == "input"):
+        raise ConfigError(f"data.grid_embedding={str(grid).lower()} does not fit "
+                          f"model.position={position}: the grid embedding is an input only for "
+                          "model.position=input; leave data.grid_embedding unset (it follows "
+                          f"model.position) or set it to {str(position == 'input').lower()}")
 
 
 def _metric_names(cfg: DictConfig) -> None:

@@ -151,7 +151,7 @@ class GazeDataModule(L.LightningDataModule):
         if (target / "metadata.mat").is_file() and self.source == "gazecapture":
             return
         with _file_lock(target.parent / ".lock"):
-            if (target / "metadata.mat").is_file() and (target / ".complete").is_file():
+            if (target / "metadata.mat").is_file() and self._complete(target):
                 return
             from tinytracker.data.prepare import prepare
 
@@ -166,7 +166,19 @@ class GazeDataModule(L.LightningDataModule):
             t0 = time.perf_counter()
             prepare(raw, target, skip_bad=self.skip_bad)
             self.timings_s["prepare"] = time.perf_counter() - t0
-            (target / ".complete").touch()
+            from tinytracker.data.prepare import PREPARE_VERSION
+
+            (target / ".complete").write_text(str(PREPARE_VERSION))
+
+    def _complete(self, target: Path) -> bool:
+        """Prepared, and (our synthetic cache) by this version of ``prepare``: an older cache
+        lacks the full frames and face boxes, and is prepared again (seconds)."""
+        from tinytracker.data.prepare import PREPARE_VERSION
+
+        done = target / ".complete"
+        if not done.is_file():
+            return False
+        return self.source != "synthetic" or done.read_text().strip() == str(PREPARE_VERSION)
 
     def _ensure_synthetic_raw(self) -> Path:
         from tinytracker.data.synthetic import generate
@@ -208,6 +220,10 @@ class GazeDataModule(L.LightningDataModule):
             msg = (f"{int(missing.sum())} frame(s) listed in {index.root / 'metadata.mat'} have "
                    f"no crop on disk, e.g. recording {index.rec_num[first]:05d} frame "
                    f"{index.frame_index[first]:05d}")
+            if "frame" in fields:
+                msg += (" (model.position=frame reads NNNNN/frames/, the full frames our "
+                        "python -m tinytracker.data.prepare links into the processed data; a "
+                        "directory of the public prepareDataset.py has none)")
             if not self.skip_bad:
                 raise DataFormatError(msg + " (set data.skip_bad=true to skip them)")
             log.warning("%s; skipping them (data.skip_bad=true)", msg)

@@ -6,6 +6,10 @@ Each sample is a dict:
 * ``eye_left`` / ``eye_right``: float32 ``(3, E, E)`` (only when requested, e.g. iTracker)
 * ``face_grid``: float32 ``(625,)`` 25x25 mask, as the public iTracker loader
 * ``grid_embedding``: float32 ``(2, S, S)`` (only when requested)
+* ``face_box``: float32 ``(4,)`` ``(x0, y0, x1, y1)``, the inference ROI of the face in [0, 1]
+  of the frame (:func:`~tinytracker.data.geometry.normalised_face_box`; only when requested)
+* ``frame``: float32 ``(C, S, S)``, the whole camera frame stretched to ``S x S`` as the
+  IMX500's ISP scales its full-frame ROI (only when requested)
 * ``gaze_cm``: float32 ``(2,)`` ``(XCam, YCam)`` in centimetres, camera coordinates
 * ``rec_num``, ``frame_index``: int64 ids of the recording (one subject) and frame
 """
@@ -20,15 +24,22 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from tinytracker.data.geometry import face_grid_mask, grid_embedding
+from tinytracker.data.geometry import (
+    face_grid_box,
+    face_grid_mask,
+    grid_embedding,
+    normalised_face_box,
+)
 from tinytracker.data.processed import DataFormatError, ProcessedIndex, crop_path
 from tinytracker.data.spec import SampleSpec
 from tinytracker.data.transforms import AugmentConfig, build_augment, resize, to_tensor_layout
 
 log = logging.getLogger(__name__)
 
-IMAGE_FIELDS = ("face", "eye_left", "eye_right")
-ALL_FIELDS = (*IMAGE_FIELDS, "face_grid", "grid_embedding")
+IMAGE_FIELDS = ("face", "eye_left", "eye_right", "frame")
+# Image fields at data.face_size, in grey when data.grey (the others are iTracker's RGB eyes).
+FACE_SIZED = ("face", "frame")
+ALL_FIELDS = (*IMAGE_FIELDS, "face_grid", "grid_embedding", "face_box")
 
 
 def decode_jpeg(path) -> np.ndarray:
@@ -105,11 +116,13 @@ class GazeDataset(Dataset):
             image = self._image(i, name, spec.image_size(name))
             if self.augment is not None:
                 image = self.augment(image=image)["image"]
-            grey = spec.grey and name == "face"
+            grey = spec.grey and name in FACE_SIZED
             sample[name] = torch.from_numpy(to_tensor_layout(image, grey, spec.mean, spec.std))
         if "grid_embedding" in spec.inputs:
             emb = grid_embedding(grid, spec.face_size, spec.face_size)
             sample["grid_embedding"] = torch.from_numpy(emb)
+        if "face_box" in spec.inputs:
+            sample["face_box"] = torch.from_numpy(face_boxes(idx, [i])[0])
         return sample
 
     def _image(self, i: int, name: str, size: int) -> np.ndarray:
@@ -117,6 +130,28 @@ class GazeDataset(Dataset):
         idx = self.index
         return load_resized_crop(idx.root, int(idx.rec_num[i]), int(idx.frame_index[i]), name,
                                  size)
+
+
+_warned_grid_boxes: set[str] = set()
+
+
+def face_boxes(index: ProcessedIndex, rows: list[int]) -> np.ndarray:
+    """The ``face_box`` field of ``rows``: float32 ``(len(rows), 4)``.
+
+    Exact (the camera's ROI) when ``metadata.mat`` records the face box in pixels and the
+    frame size (our ``prepare``); else the face-grid box, to 1/25 of the frame, with a warning
+    once per directory (a directory of the public ``prepareDataset.py``: prepare the raw data
+    with ``python -m tinytracker.data.prepare`` for exact boxes).
+    """
+    if index.face_box_px is not None and index.frame_size is not None:
+        return np.stack([normalised_face_box(index.face_box_px[r], index.frame_size[r])
+                         for r in rows])
+    if str(index.root) not in _warned_grid_boxes:
+        _warned_grid_boxes.add(str(index.root))
+        log.warning("%s has no labelFaceBox/labelFrameSize: face_box comes from the 25x25 face "
+                    "grid (coarser than the camera's ROI); prepare the raw data with python -m "
+                    "tinytracker.data.prepare for exact boxes", index.root / "metadata.mat")
+    return np.stack([face_grid_box(index.face_grid[r]) for r in rows])
 
 
 def collate(batch: list[dict[str, torch.Tensor]] | dict[str, torch.Tensor]):
@@ -134,4 +169,6 @@ def input_shapes(spec: SampleSpec) -> dict[str, tuple[int, ...]]:
         "eye_right": (3, spec.eye_size, spec.eye_size),
         "face_grid": (625,),
         "grid_embedding": (2, spec.face_size, spec.face_size),
+        "face_box": (4,),
+        "frame": (face_c, spec.face_size, spec.face_size),
     }

@@ -147,3 +147,55 @@ def crop_boxes(face: np.ndarray | Sequence[float], eye_left: np.ndarray | Sequen
         out[key] = np.array([eye_box_in_frame(f, e) for f, e in pairs],
                             dtype=np.int64).reshape(eye_box.shape)
     return out
+
+
+def inference_roi(face_box: Sequence[float], frame_size: Sequence[int],
+                  square: bool = True, scale: float = 1.0) -> tuple[int, int, int, int]:
+    """The inference ROI the camera sets for ``face_box`` ``(x, y, w, h)``: whole pixels of a
+    ``frame_size = (width, height)`` frame, clipped to it.
+
+    The arithmetic of :func:`tinytracker.deploy.roi.face_roi` with ``edge="clip"`` (a test
+    keeps the two equal): the training crop (:func:`crop_boxes`' face box), squared about its
+    centre (side = its longer side), scaled about its centre, rounded, clipped. Raises
+    ``ValueError`` for a box with no area or wholly outside the frame.
+    """
+    x, y, w, h = (float(v) for v in crop_boxes(np.asarray(face_box, dtype=np.float64),
+                                               None, None)["face"])
+    if w <= 0 or h <= 0:
+        raise ValueError(f"face box {tuple(face_box)} has no area")
+    cx, cy = x + w / 2, y + h / 2
+    if square:
+        w = h = max(w, h)
+    w, h = w * scale, h * scale
+    x0, y0 = round(cx - w / 2), round(cy - h / 2)
+    x1, y1 = x0 + max(1, round(w)), y0 + max(1, round(h))
+    width, height = (int(v) for v in frame_size)
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    if cx1 <= cx0 or cy1 <= cy0:
+        raise ValueError(f"face box {tuple(face_box)} lies outside the {width}x{height} frame")
+    return cx0, cy0, cx1 - cx0, cy1 - cy0
+
+
+def normalised_face_box(face_box: Sequence[float], frame_size: Sequence[int]) -> np.ndarray:
+    """``(x0, y0, x1, y1)`` in [0, 1] of the frame: float32 ``(4,)``, the ``face_box`` batch
+    field of ``model.position=late``.
+
+    Exactly ``tinytracker.deploy.roi.normalised_box(face_roi(face_box, RoiRule(), frame_size))``
+    (the default ROI rule: square, scale 1, clipped), so the head sees in training the box the
+    camera's ROI gives it.
+    """
+    x, y, w, h = inference_roi(face_box, frame_size)
+    width, height = (int(v) for v in frame_size)
+    return np.array([x / width, y / height, (x + w) / width, (y + h) / height], dtype=np.float32)
+
+
+def face_grid_box(params: Sequence[float], grid_size: int = FACE_GRID_SIZE) -> np.ndarray:
+    """The face-grid box ``(X, Y, W, H)`` (1-based cells) as ``(x0, y0, x1, y1)`` in [0, 1].
+
+    The fallback ``face_box`` of a processed directory that does not record the face box in
+    pixels (one written by the public ``prepareDataset.py``): the box to 1/25 of the frame, the
+    same edges as :func:`grid_embedding`'s.
+    """
+    x, y, w, h = (float(p) for p in params)
+    box = np.array([x - 1, y - 1, x - 1 + w, y - 1 + h], dtype=np.float64) / grid_size
+    return np.clip(box, 0.0, 1.0).astype(np.float32)

@@ -19,13 +19,14 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from tinytracker.data.dataset import IMAGE_FIELDS
+from tinytracker.data.dataset import FACE_SIZED, IMAGE_FIELDS
 from tinytracker.data.geometry import (
     crop_boxes,
     crop_with_padding,
     face_grid_from_rect,
     face_grid_mask,
     grid_embedding,
+    normalised_face_box,
 )
 from tinytracker.data.spec import SampleSpec
 from tinytracker.data.transforms import resize, to_tensor_layout
@@ -49,7 +50,8 @@ def sample_inputs(crops: Mapping[str, np.ndarray], grid: Sequence[float], spec: 
         image = resize(crops[name], spec.image_size(name))
         if augment is not None:
             image = augment(image=image)["image"]
-        out[name] = to_tensor_layout(image, spec.grey and name == "face", spec.mean, spec.std)
+        out[name] = to_tensor_layout(image, spec.grey and name in FACE_SIZED, spec.mean,
+                                     spec.std)
     if "face_grid" in spec.inputs:
         out["face_grid"] = face_grid_mask(grid)
     if "grid_embedding" in spec.inputs:
@@ -67,6 +69,9 @@ def frame_crops(frame: np.ndarray, face_box: Sequence[float], fields: Sequence[s
     for name in IMAGE_FIELDS:
         if name not in fields:
             continue
+        if name == "frame":  # the whole frame: the full-frame ROI of model.position=frame
+            crops[name] = frame
+            continue
         if name not in boxes:
             raise ValueError(f"the model takes {name} but no box of that eye was given")
         crops[name] = crop_with_padding(frame, boxes[name])
@@ -83,4 +88,7 @@ def frame_inputs(frame: np.ndarray, face_box: Sequence[float], spec: SampleSpec,
     """
     height, width = frame.shape[:2]
     crops = frame_crops(frame, face_box, spec.inputs, left_eye, right_eye)
-    return sample_inputs(crops, face_grid_from_rect(width, height, *face_box), spec)
+    out = sample_inputs(crops, face_grid_from_rect(width, height, *face_box), spec)
+    if "face_box" in spec.inputs:
+        out["face_box"] = normalised_face_box(face_box, (width, height))
+    return out

@@ -50,10 +50,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from tinytracker.data.dataset import IMAGE_FIELDS, GazeDataset, load_resized_crop
+from tinytracker.data.dataset import (
+    FACE_SIZED,
+    IMAGE_FIELDS,
+    GazeDataset,
+    face_boxes,
+    load_resized_crop,
+)
 from tinytracker.data.geometry import face_grid_mask, grid_embedding
 from tinytracker.data.processed import (
-    CROP_FOLDERS,
+    IMAGE_FOLDERS,
     SPLITS,
     DataFormatError,
     ProcessedIndex,
@@ -69,7 +75,7 @@ META_FILE = "PACK.json"
 
 def pack_fields(spec: SampleSpec) -> dict[str, int]:
     """Image fields a model reads (``spec.inputs``) and their sizes in pixels."""
-    fields = {name: spec.image_size(name) for name in CROP_FOLDERS if name in spec.inputs}
+    fields = {name: spec.image_size(name) for name in IMAGE_FOLDERS if name in spec.inputs}
     if not fields:
         raise ValueError(f"data.format=packed needs an image input, got inputs {spec.inputs}")
     return fields
@@ -103,7 +109,7 @@ def fingerprint(index: ProcessedIndex, fields: dict[str, int]) -> dict[str, Any]
     folders = hashlib.sha256()
     for rec in np.unique(index.rec_num):
         for name in fields:
-            folder = index.root / f"{int(rec):05d}" / CROP_FOLDERS[name]
+            folder = index.root / f"{int(rec):05d}" / IMAGE_FOLDERS[name]
             try:
                 stamp = folder.stat().st_mtime_ns
             except FileNotFoundError:
@@ -323,8 +329,10 @@ class PackedDataset(GazeDataset):
             "frame_index": torch.from_numpy(idx.frame_index[rows]),
         }
         for name, batch in images.items():
-            grey = spec.grey and name == "face"
+            grey = spec.grey and name in FACE_SIZED
             out[name] = torch.from_numpy(to_tensor_layout_batch(batch, grey, spec.mean, spec.std))
+        if "face_box" in spec.inputs:
+            out["face_box"] = torch.from_numpy(face_boxes(idx, rows))
         if "grid_embedding" in spec.inputs:
             emb = np.empty((len(rows), 2, spec.face_size, spec.face_size), dtype=np.float32)
             for k, grid in enumerate(idx.face_grid[rows]):

@@ -12,7 +12,13 @@ dtypes to CSAILVision/GazeCapture ``pytorch/prepareDataset.py``::
     out_dir/NNNNN/appleFace/NNNNN.jpg      face crop, saved at crop size, quality 95
     out_dir/NNNNN/appleLeftEye/NNNNN.jpg
     out_dir/NNNNN/appleRightEye/NNNNN.jpg
+    out_dir/NNNNN/frames/NNNNN.jpg         extra: the full frame (hard link to the raw file,
+                                           a copy where linking fails), for position=frame
     out_dir/recordings.json                extra, optional: DeviceName, Dataset, screen size
+
+``metadata.mat`` also holds two extra keys the public loader ignores: ``labelFaceBox``
+(N x 4 float64, the ``appleFace`` box in frame pixels) and ``labelFrameSize`` (N x 2 int32,
+frame width and height), from which the ``face_box`` field is computed exactly.
 
 Differences from the public script, all additive: the split comes from each recording's
 ``info.json`` ``Dataset`` (the public script copies it from a reference ``metadata.mat``),
@@ -28,6 +34,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -52,11 +59,11 @@ from tinytracker.data.gazecapture import (
     read_recording,
 )
 from tinytracker.data.geometry import crop_boxes, crop_with_padding
-from tinytracker.data.processed import CROP_FOLDERS, SPLITS
+from tinytracker.data.processed import CROP_FOLDERS, IMAGE_FOLDERS, SPLITS
 
 log = logging.getLogger(__name__)
 
-PREPARE_VERSION = 1
+PREPARE_VERSION = 2  # 2: full frames, labelFaceBox, labelFrameSize
 LABELS_FILE = ".labels.json"
 DONE_MARKER = ".prepared"
 JPEG_QUALITY = 95  # public prepareDataset.py
@@ -125,10 +132,10 @@ def prepare_recording(rec_dir: Path, rec_out: Path, skip_bad: bool) -> int:
     # the boxes predict crops live frames at (tinytracker.data.inputs.frame_crops)
     boxes = crop_boxes(rec.face.xywh, rec.left_eye.xywh, rec.right_eye.xywh)
     folders = {field: rec_out / name for field, name in CROP_FOLDERS.items()}
-    for folder in folders.values():
+    for folder in (*folders.values(), rec_out / IMAGE_FOLDERS["frame"]):
         folder.mkdir(parents=True, exist_ok=True)
     bad = {int(rec.frame_index[r]): msg for r, msg in rec.bad_frames.items()}
-    rows = []
+    rows, sizes = [], []
     for row in np.flatnonzero(rec.valid):
         frame = int(rec.frame_index[row])
         try:
@@ -142,14 +149,26 @@ def prepare_recording(rec_dir: Path, rec_out: Path, skip_bad: bool) -> int:
         for key, folder in folders.items():
             crop = crop_with_padding(image, boxes[key][row])
             Image.fromarray(crop).save(folder / f"{frame:05d}.jpg", quality=JPEG_QUALITY)
+        _link_frame(rec.frame_path(row), rec_out / IMAGE_FOLDERS["frame"] / f"{frame:05d}.jpg")
         rows.append(row)
-    labels = _labels(rec, np.asarray(rows, dtype=np.int64), bad)
+        sizes.append([image.shape[1], image.shape[0]])
+    labels = _labels(rec, np.asarray(rows, dtype=np.int64), bad, sizes)
     _write_json_atomic(rec_out / LABELS_FILE, labels)
     _write_json_atomic(rec_out / DONE_MARKER, _marker(rec_dir, skip_bad))
     return len(rows)
 
 
-def _labels(rec: Recording, rows: np.ndarray, bad: dict[int, str]) -> dict[str, Any]:
+def _link_frame(src: Path, dst: Path) -> None:
+    """The raw frame file at ``dst``, unchanged: a hard link costs no disk; copy otherwise."""
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copyfile(src, dst)
+
+
+def _labels(rec: Recording, rows: np.ndarray, bad: dict[int, str],
+            frame_sizes: list[list[int]]) -> dict[str, Any]:
     return {
         "recNum": rec.rec_num,
         "Dataset": rec.dataset,
@@ -159,6 +178,8 @@ def _labels(rec: Recording, rows: np.ndarray, bad: dict[int, str]) -> dict[str, 
         "YCam": rec.dot_cm[rows, 1].tolist(),
         # public script: bboxFromJson(faceGrid) truncates to int
         "faceGrid": rec.face_grid.xywh[rows].astype(np.int64).tolist(),
+        "faceBox": rec.face.xywh[rows].astype(np.float64).tolist(),
+        "frameSize": frame_sizes,
         "invalidFrames": int((~rec.valid).sum()) - len(rec.bad_frames),
         "skippedFrames": {f"{k:05d}": v for k, v in sorted(bad.items())},
     }
@@ -259,6 +280,10 @@ def _metadata(parts: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         "labelDotXCam": np.concatenate([p["XCam"] for p in parts]).astype(np.float64),
         "labelDotYCam": np.concatenate([p["YCam"] for p in parts]).astype(np.float64),
         "labelFaceGrid": _fit(grid, np.uint8, np.int16),
+        "labelFaceBox": np.concatenate([np.asarray(p["faceBox"], dtype=np.float64).reshape(-1, 4)
+                                        for p in parts]),
+        "labelFrameSize": np.concatenate([np.asarray(p["frameSize"], dtype=np.int32)
+                                          .reshape(-1, 2) for p in parts]),
     }
     for s in SPLITS:
         meta[f"label{s.capitalize()}"] = split == s

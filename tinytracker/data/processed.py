@@ -8,8 +8,12 @@ Layout (CSAILVision/GazeCapture ``pytorch/prepareDataset.py``)::
     root/NNNNN/appleLeftEye/NNNNN.jpg
     root/NNNNN/appleRightEye/NNNNN.jpg
 
-A directory written by the public script loads as is; ``recordings.json`` (written by our
-``prepare``) is optional extra information (device names).
+A directory written by the public script loads as is. Written by our ``prepare`` only, and
+optional: ``recordings.json`` (device names); in ``metadata.mat`` ``labelFaceBox`` (N x 4,
+the ``appleFace`` box ``X, Y, W, H`` in frame pixels) and ``labelFrameSize`` (N x 2, frame
+width and height), which give the exact ``face_box`` field (``model.position=late``); and
+``root/NNNNN/frames/NNNNN.jpg``, the full camera frame (a hard link to the raw file where the
+file system allows), for ``model.position=frame``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ METADATA_KEYS = (
     "labelTest",
 )
 CROP_FOLDERS = {"face": "appleFace", "eye_left": "appleLeftEye", "eye_right": "appleRightEye"}
+# Every stored image by batch field: the crops, and the full frame (our prepare only).
+IMAGE_FOLDERS = {**CROP_FOLDERS, "frame": "frames"}
+# Extra metadata.mat keys of our prepare (absent in the public script's output).
+FACE_BOX_KEYS = ("labelFaceBox", "labelFrameSize")
 SPLITS = ("train", "val", "test")  # GazeCapture's info.json "Dataset"
 
 LAYOUT_HELP = (
@@ -53,7 +61,7 @@ class DataFormatError(ValueError):
 
 def crop_path(root: Path, rec: int, frame: int, field_name: str) -> Path:
     """Path of one crop, exactly as the public loader builds it."""
-    return root / f"{rec:05d}" / CROP_FOLDERS[field_name] / f"{frame:05d}.jpg"
+    return root / f"{rec:05d}" / IMAGE_FOLDERS[field_name] / f"{frame:05d}.jpg"
 
 
 def check_split(split: str, error: type[Exception] = ValueError, key: str = "split") -> str:
@@ -74,6 +82,10 @@ class ProcessedIndex:
     face_grid: np.ndarray  # (N, 4) int64, 1-based (X, Y, W, H)
     split: np.ndarray  # (N,) '<U5' in SPLITS
     device: dict[int, str] = field(default_factory=dict)  # recording -> DeviceName, if known
+    # (N, 4) float64 appleFace (X, Y, W, H) px and (N, 2) int64 frame (width, height), when
+    # metadata.mat records them (FACE_BOX_KEYS; our prepare does)
+    face_box_px: np.ndarray | None = None
+    frame_size: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rec_num)
@@ -87,6 +99,8 @@ class ProcessedIndex:
             self.face_grid[mask],
             self.split[mask],
             self.device,
+            None if self.face_box_px is None else self.face_box_px[mask],
+            None if self.frame_size is None else self.frame_size[mask],
         )
 
     def devices_by_rec(self) -> dict[int, str]:
@@ -141,7 +155,20 @@ def load_index(root: str | os.PathLike) -> ProcessedIndex:
         face_grid=cols["labelFaceGrid"].astype(np.int64),
         split=split,
         device=_load_devices(root),
+        **_face_boxes(meta, n, meta_path),
     )
+
+
+def _face_boxes(meta: dict, n: int, meta_path: Path) -> dict[str, np.ndarray]:
+    """``face_box_px`` and ``frame_size`` from our extra keys, if ``metadata.mat`` has both."""
+    if not all(k in meta for k in FACE_BOX_KEYS):
+        return {}
+    box = np.asarray(meta["labelFaceBox"], dtype=np.float64).reshape(-1, 4)
+    size = np.asarray(meta["labelFrameSize"], dtype=np.int64).reshape(-1, 2)
+    if len(box) != n or len(size) != n:
+        raise DataFormatError(f"{meta_path}: labelFaceBox and labelFrameSize must have one row "
+                              f"per frame ({n}), got {len(box)} and {len(size)}")
+    return {"face_box_px": box, "frame_size": size}
 
 
 def _load_devices(root: Path) -> dict[int, str]:
@@ -165,7 +192,7 @@ def find_missing_files(index: ProcessedIndex, fields: tuple[str, ...]) -> np.nda
     for rec in np.unique(index.rec_num):
         rows = np.flatnonzero(index.rec_num == rec)
         for name in fields:
-            folder = index.root / f"{rec:05d}" / CROP_FOLDERS[name]
+            folder = index.root / f"{rec:05d}" / IMAGE_FOLDERS[name]
             try:
                 present = set(os.listdir(folder))
             except FileNotFoundError:

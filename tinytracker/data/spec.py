@@ -39,8 +39,9 @@ class SampleSpec:
     grid_embedding: bool = False
 
     def image_size(self, name: str) -> int:
-        """Side in pixels of the image field ``name`` (``face`` or an eye)."""
-        return self.face_size if name == "face" else self.eye_size
+        """Side in pixels of the image field ``name`` (``face`` and ``frame``: ``face_size``;
+        an eye: ``eye_size``)."""
+        return self.face_size if name in ("face", "frame") else self.eye_size
 
     def record(self) -> dict[str, Any]:
         """The preprocessing as a checkpoint's ``input_spec`` and the ONNX metadata hold it."""

@@ -1,7 +1,18 @@
-"""What TinyTracker and TinyTrackerS share: input stacking and checks, the output head.
+"""What TinyTracker and TinyTrackerS share: input stacking and checks, the output head, and the
+ways to give the net the face's position (``position``, the ``model.position`` config key).
 
-Both map a face crop (optionally with the 2-channel grid embedding stacked on the channels) to
-the gaze point in centimetres, GazeCapture camera coordinates ``(XCam, YCam)``.
+Both map a face crop to the gaze point in centimetres, GazeCapture camera coordinates
+``(XCam, YCam)``. ``position`` says how the net learns where the face is in the frame:
+
+* ``input``: the 2-channel grid embedding stacked on the face (the papers' design; two input
+  tensors, so not for the IMX500, whose ISP fills one).
+* ``none``: face pixels only.
+* ``late``: the face box ``(x0, y0, x1, y1)`` in [0, 1] of the frame (the ROI the host set)
+  joins after the sensor part: :meth:`GazeRegressor.sensor_net` maps the face to the
+  penultimate features ``(B, feature_dim)``, and :meth:`GazeRegressor.host_head` (Linear/ReLU,
+  float, for the host's CPU) maps ``cat(features, face_box)`` to gaze.
+* ``frame``: the whole camera frame scaled to ``S x S``, with constant coordinate channels
+  (x and y over [-1, 1]: the grid embedding of a face filling the frame) baked into the net.
 """
 
 from __future__ import annotations
@@ -9,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tinytracker.config import POSITIONS
 from tinytracker.models.tf_padding import use_tf_same_padding
 
 GRID_EMBEDDING_CHANNELS = 2
@@ -19,6 +31,44 @@ PADDING_MODES = ("symmetric", "tf_same")
 BAKED_GRID_RANGE = (-0.1, 0.1)
 
 MIN_IMAGE_SIZE = 32
+FACE_BOX_SIZE = 4  # (x0, y0, x1, y1)
+# The frame spans the whole frame: the grid embedding of a full-frame face box.
+FRAME_GRID_RANGE = (-1.0, 1.0)
+_INPUT_KEYS = {"input": ("face", "grid_embedding"), "none": ("face",),
+               "late": ("face", "face_box"), "frame": ("frame",)}
+
+
+def resolve_position(position: str | None, grid_embedding: bool) -> str:
+    """``position``, checked; ``None`` (checkpoints from before it existed): from
+    ``grid_embedding``, which must agree with it (true only for ``input``)."""
+    if position is None:
+        return "input" if grid_embedding else "none"
+    if position not in POSITIONS:
+        raise ValueError(f"position (model.position) must be one of {POSITIONS}, "
+                         f"got {position!r}")
+    if grid_embedding != (position == "input"):
+        raise ValueError(f"grid_embedding={grid_embedding} does not fit position={position!r}: "
+                         "the grid embedding is an input only for position=input (set "
+                         f"data.grid_embedding={str(position == 'input').lower()})")
+    return position
+
+
+class SensorNet(nn.Module):
+    """The part of a net that runs on the sensor, as a module of its own (for export).
+
+    ``input_keys`` / ``input_shapes``: the sensor inputs (``face``, or ``frame``; both inputs
+    for ``position=input``). Its output is the gaze ``(B, 2)`` in cm, or for ``late`` the
+    features ``(B, feature_dim)``. It shares the owner's layers (not a copy).
+    """
+
+    def __init__(self, owner: nn.Module) -> None:
+        super().__init__()
+        self.owner = owner
+        self.input_keys: tuple[str, ...] = tuple(owner.sensor_input_keys)
+        self.input_shapes = {k: owner.input_shapes[k] for k in self.input_keys}
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.owner.sensor_forward(*inputs)
 
 
 class GazeRegressor(nn.Module):
@@ -38,8 +88,15 @@ class GazeRegressor(nn.Module):
         output_activation: str,
         output_scale_cm: float,
         padding: str = "symmetric",
+        position: str | None = None,
     ) -> None:
         super().__init__()
+        self.position = resolve_position(position, grid_embedding)
+        if self.position == "frame":
+            grid_embedding = True  # the baked coordinate channels, not an input
+        if self.position == "late" and output_activation != "none":
+            raise ValueError("position='late' needs output_activation='none': the host head "
+                             "(Linear/ReLU) is the net's last step")
         check_positive_int("in_channels", in_channels)
         check_positive_int("image_size", image_size)
         if image_size < MIN_IMAGE_SIZE:
@@ -62,9 +119,9 @@ class GazeRegressor(nn.Module):
         self.image_size = image_size
         self.output_activation = output_activation
         self.output_scale_cm = float(output_scale_cm)
-        self.input_keys: tuple[str, ...] = (
-            ("face", "grid_embedding") if grid_embedding else ("face",)
-        )
+        self.input_keys: tuple[str, ...] = _INPUT_KEYS[self.position]
+        if self.position == "frame":
+            self._bake_grid_embedding(FRAME_GRID_RANGE)
 
     @property
     def stacked_channels(self) -> int:
@@ -74,10 +131,42 @@ class GazeRegressor(nn.Module):
     @property
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-sample shape of each input, in ``input_keys`` order (for ``footprint``, export)."""
-        shapes = {"face": (self.in_channels, self.image_size, self.image_size)}
-        if "grid_embedding" in self.input_keys:
-            shapes["grid_embedding"] = (GRID_EMBEDDING_CHANNELS, self.image_size, self.image_size)
-        return shapes
+        image = (self.in_channels, self.image_size, self.image_size)
+        shapes = {"grid_embedding": (GRID_EMBEDDING_CHANNELS, self.image_size, self.image_size),
+                  "face": image, "frame": image, "face_box": (FACE_BOX_SIZE,)}
+        return {k: shapes[k] for k in self.input_keys}
+
+    @property
+    def sensor_input_keys(self) -> tuple[str, ...]:
+        """The inputs of the on-sensor graph: ``input_keys`` less the host's ``face_box``."""
+        return tuple(k for k in self.input_keys if k != "face_box")
+
+    def _head(self, feature_dim: int, late_hidden: int) -> nn.Module:
+        """The output head: ``Linear(feature_dim, 2)``; for ``late``, the host head on
+        ``cat(features, face_box)``: ``late_hidden`` ReLU units, then 2 (0: one Linear)."""
+        if self.position != "late":
+            return nn.Linear(feature_dim, 2)
+        if late_hidden:
+            check_positive_int("late_hidden", late_hidden)
+        width = feature_dim + FACE_BOX_SIZE
+        if not late_hidden:
+            return nn.Sequential(nn.Linear(width, 2))
+        return nn.Sequential(nn.Linear(width, late_hidden), nn.ReLU(), nn.Linear(late_hidden, 2))
+
+    def sensor_net(self) -> nn.Module:
+        """The part that runs on the IMX500 (:class:`SensorNet`, sharing these layers)."""
+        return SensorNet(self)
+
+    def host_head(self) -> nn.Sequential | None:
+        """``late``: the host head, ``cat(features, face_box) (B, D+4) -> (B, 2)`` cm; else
+        ``None`` (the sensor part outputs gaze itself)."""
+        return self.head if self.position == "late" else None
+
+    def sensor_forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The sensor part: ``late`` -> features ``(B, feature_dim)``; else ``forward``."""
+        if self.position == "late":
+            return self.features(*inputs)
+        return self(*inputs)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -88,38 +177,43 @@ class GazeRegressor(nn.Module):
         if self.padding == "tf_same":
             use_tf_same_padding(self)
 
-    def _bake_grid_embedding(self) -> None:
+    def _bake_grid_embedding(self, grid_range: tuple[float, float] = BAKED_GRID_RANGE) -> None:
         """Take the grid embedding from the ``baked_grid`` buffer instead of an input."""
-        if not self.grid_embedding:
-            raise ValueError("baked_grid_embedding=True needs grid_embedding=True")
+        if not self.grid_embedding or self.position not in ("input", "frame"):
+            raise ValueError("baked_grid_embedding=True needs grid_embedding=True and "
+                             f"position='input' (the released file), got {self.position!r}")
         side = self.image_size
-        line = torch.linspace(*BAKED_GRID_RANGE, side)
+        line = torch.linspace(*grid_range, side)
         self.baked_grid = torch.stack((line.expand(side, side), line[:, None].expand(side, side)))
-        self.input_keys = ("face",)
+        if self.position == "input":
+            self.input_keys = ("face",)
 
     def features(
         self, face: torch.Tensor, grid_embedding: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Penultimate features ``(B, feature_dim)`` (after the hidden FC and its ReLU)."""
+        """Penultimate features ``(B, feature_dim)`` (after the hidden FC and its ReLU) of the
+        image input (``face``, or ``frame``) [and the grid embedding, ``position=input``]."""
         return self.embed(self._stack_inputs(face, grid_embedding))
 
-    def forward_with_features(
-        self, face: torch.Tensor, grid_embedding: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_features(self, *inputs: torch.Tensor | None
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gaze ``(B, 2)`` in cm and the penultimate features ``(B, feature_dim)`` of one pass
-        (per-person calibration regresses on the features)."""
-        feats = self.features(face, grid_embedding)
+        (per-person calibration regresses on the features). ``inputs``: ``input_keys``."""
+        if self.position == "late":
+            face, face_box = _late_inputs(inputs)
+            feats = self.features(face)
+            return self.head(torch.cat((self.dropout(feats), face_box), dim=1)), feats
+        feats = self.features(*inputs)
         out = self.head(self.dropout(feats))
         if self.output_activation == "tanh":
             # Authors' scheme: bounded output, times a fixed range (30 cm TinyTracker, 10 cm S)
             out = torch.tanh(out) * self.output_scale_cm
         return out, feats
 
-    def forward(
-        self, face: torch.Tensor, grid_embedding: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """``face (B, in_channels, S, S)`` [+ ``grid_embedding (B, 2, S, S)``] -> ``(B, 2)`` cm."""
-        return self.forward_with_features(face, grid_embedding)[0]
+    def forward(self, *inputs: torch.Tensor | None) -> torch.Tensor:
+        """The ``input_keys`` fields -> gaze ``(B, 2)`` cm: ``face (B, in_channels, S, S)``
+        [+ ``grid_embedding (B, 2, S, S)`` | ``face_box (B, 4)``], or ``frame``."""
+        return self.forward_with_features(*inputs)[0]
 
     def _stack_inputs(
         self, face: torch.Tensor, grid_embedding: torch.Tensor | None
@@ -147,6 +241,16 @@ class GazeRegressor(nn.Module):
                 f"got {tuple(grid_embedding.shape)}"
             )
         return torch.cat((face, grid_embedding), dim=1)
+
+
+def _late_inputs(inputs: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    if len(inputs) != 2 or inputs[1] is None:
+        raise ValueError("position='late' takes face (B, C, S, S) and face_box (B, 4)")
+    face, face_box = inputs
+    if face_box.dim() != 2 or face_box.shape[1] != FACE_BOX_SIZE:
+        raise ValueError(f"face_box must be (B, {FACE_BOX_SIZE}) = (x0, y0, x1, y1), got "
+                         f"{tuple(face_box.shape)}")
+    return face, face_box.to(face.dtype)
 
 
 def check_positive_int(key: str, value: int) -> None:

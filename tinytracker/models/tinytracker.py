@@ -52,6 +52,10 @@ class TinyTracker(GazeRegressor):
         dropout: dropout probability before ``head`` (0 in the paper).
         padding: ``"symmetric"`` (PyTorch) or ``"tf_same"`` (TF "SAME" for strided
             convolutions, as in the released TFLite files; for imported weights).
+        position: how the net gets the face's position (``model.position``): ``input``,
+            ``none``, ``late`` or ``frame`` (:mod:`tinytracker.models.regressor`); ``None``
+            follows ``grid_embedding`` (checkpoints from before the key).
+        late_hidden: ReLU units of the host head for ``position="late"`` (0: one Linear).
     """
 
     def __init__(
@@ -64,10 +68,11 @@ class TinyTracker(GazeRegressor):
         output_scale_cm: float = 30.0,
         dropout: float = 0.0,
         padding: str = "symmetric",
+        position: str | None = None,
+        late_hidden: int = 64,
     ) -> None:
-        super().__init__(
-            in_channels, grid_embedding, image_size, output_activation, output_scale_cm, padding
-        )
+        super().__init__(in_channels, grid_embedding, image_size, output_activation,
+                         output_scale_cm, padding, position)
         self.feature_dim = 128
         # The authors' ``conv_g``: lets the ImageNet backbone see 3 channels whatever the input.
         self.input_adapter = nn.Conv2d(self.stacked_channels, 3, kernel_size=1)
@@ -77,7 +82,7 @@ class TinyTracker(GazeRegressor):
         flat = 2 * self.backbone.output_size(image_size) ** 2
         self.fc = nn.Sequential(nn.Linear(flat, self.feature_dim), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.feature_dim, 2)
+        self.head = self._head(self.feature_dim, late_hidden)
         self._apply_padding_mode()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,7 +125,9 @@ class TinyTrackerS(GazeRegressor):
     (global pooling accepts any size) and ``width_mult`` scales every channel count.
     ``baked_grid_embedding=True`` reproduces the released file's constant grid: the embedding
     is the ``baked_grid`` buffer ``(2, S, S)`` (saved with the weights; initialised to the
-    linspaces above) and ``input_keys`` is just ``("face",)``.
+    linspaces above) and ``input_keys`` is just ``("face",)`` (``position="input"`` only).
+    ``position`` and ``late_hidden``: as :class:`TinyTracker`; every choice fits this design
+    (global pooling, so ``frame`` at any size).
     """
 
     def __init__(
@@ -134,10 +141,11 @@ class TinyTrackerS(GazeRegressor):
         dropout: float = 0.0,
         padding: str = "symmetric",
         baked_grid_embedding: bool = False,
+        position: str | None = None,
+        late_hidden: int = 64,
     ) -> None:
-        super().__init__(
-            in_channels, grid_embedding, image_size, output_activation, output_scale_cm, padding
-        )
+        super().__init__(in_channels, grid_embedding, image_size, output_activation,
+                         output_scale_cm, padding, position)
         self.feature_dim = 64
         self.backbone = TinyTrackerSBackbone(self.stacked_channels, width_mult)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -145,7 +153,7 @@ class TinyTrackerS(GazeRegressor):
             nn.Linear(self.backbone.out_channels, self.feature_dim), nn.ReLU(inplace=True)
         )
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.feature_dim, 2)
+        self.head = self._head(self.feature_dim, late_hidden)
         if baked_grid_embedding:
             self._bake_grid_embedding()
         self._apply_padding_mode()

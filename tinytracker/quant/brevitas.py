@@ -8,6 +8,9 @@
    same weights (:mod:`tinytracker.quant.swap`);
 3. each input quantized by a ``QuantIdentity`` and the output quantized with ``output_bits``
    but returned as a float tensor (cm), like a TFLite model with a dequantize at its output;
+   a net with a host head (``model.position=late``) has only its sensor part quantized: its
+   output is the sensor's features (quantized by their ReLU), and the head that maps
+   ``cat(features, face_box)`` to gaze stays float, as it runs on the host's CPU;
 4. every layer **sharing its input's quantizer**, so that its bias is an int32
    (:mod:`tinytracker.quant.input_links`).
 
@@ -26,6 +29,7 @@ from brevitas.nn import QuantIdentity
 from hydra.utils import instantiate
 from torch import nn
 
+from tinytracker.models.regressor import SensorNet
 from tinytracker.quant.folding import fold_batchnorm
 from tinytracker.quant.input_links import link_inputs
 from tinytracker.quant.scheme import QuantScheme
@@ -63,11 +67,19 @@ class BrevitasNet(nn.Module):
             net = instantiate(dict(float_net))
         net.eval()
         self.input_keys: tuple[str, ...] = tuple(net.input_keys)
+        self.sensor_input_keys: tuple[str, ...] = tuple(
+            getattr(net, "sensor_input_keys", self.input_keys))
         shapes = getattr(net, "input_shapes", None)
         if shapes is None:
             raise ValueError(f"{type(net).__name__} must expose input_shapes to be quantized")
         self.input_shapes = dict(shapes)
         self.scheme.check_prefixes(name for name, _ in net.named_modules())
+        # The host head stays float (it runs on the host's CPU): taken out of the net before
+        # the swap, so the net computes cat(features, face_box) and this module the head.
+        head = net.host_head() if hasattr(net, "host_head") else None
+        if head is not None:
+            net.head = nn.Identity()
+        self.head: nn.Module | None = head
 
         fold_batchnorm(net)
         dummy = tuple(torch.zeros(1, *self.input_shapes[k]) for k in self.input_keys)
@@ -76,20 +88,36 @@ class BrevitasNet(nn.Module):
         self.net = net
         self.input_quant = nn.ModuleDict(
             {k: act_quant(self.scheme, self.scheme.input_bits, signed=True)
-             for k in self.input_keys}
+             for k in self.sensor_input_keys}
         )
         self.output_quant = (
             act_quant(self.scheme, self.scheme.output_bits, signed=True)
-            if self.scheme.output_bits is not None else nn.Identity()
+            if self.scheme.output_bits is not None and head is None else nn.Identity()
         )
         link_inputs(self, dummy, self.scheme)
 
+    def _quantized(self, inputs: tuple[torch.Tensor | None, ...]) -> list[torch.Tensor | None]:
+        return [self.input_quant[k](x) if x is not None else None
+                for k, x in zip(self.sensor_input_keys, inputs, strict=False)]
+
+    def sensor_forward(self, *inputs: torch.Tensor | None) -> torch.Tensor:
+        """The quantized sensor part on ``sensor_input_keys``: gaze ``(B, 2)`` cm, or with a
+        host head the features ``(B, D)``."""
+        if self.head is not None:
+            return self.net.features(*self._quantized(inputs))
+        return self.output_quant(self.net(*self._quantized(inputs)))
+
+    def sensor_net(self) -> nn.Module:
+        """The part that runs on the sensor, as a module of its own (sharing these layers)."""
+        return SensorNet(self)
+
+    def host_head(self) -> nn.Module | None:
+        """The float host head (``model.position=late``), else ``None``."""
+        return self.head
+
     def forward(self, *inputs: torch.Tensor | None) -> torch.Tensor:
-        quantized = [
-            self.input_quant[k](x) if x is not None else None
-            for k, x in zip(self.input_keys, inputs, strict=False)
-        ]
-        return self.output_quant(self.net(*quantized))
+        return self.forward_with_features(*inputs)[0] if self.head is not None \
+            else self.sensor_forward(*inputs)
 
     def forward_with_features(self, *inputs: torch.Tensor | None
                               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,11 +126,11 @@ class BrevitasNet(nn.Module):
         if not hasattr(self.net, "forward_with_features"):
             raise TypeError(f"{type(self.net).__name__} does not expose its penultimate "
                             "features (forward_with_features)")
-        quantized = [
-            self.input_quant[k](x) if x is not None else None
-            for k, x in zip(self.input_keys, inputs, strict=False)
-        ]
-        gaze, feats = self.net.forward_with_features(*quantized)
+        if self.head is not None:  # sensor features, then the float head on the host
+            face, face_box = inputs
+            feats = self.sensor_forward(face)
+            return self.head(torch.cat((feats, face_box.to(feats.dtype)), dim=1)), feats
+        gaze, feats = self.net.forward_with_features(*self._quantized(inputs))
         return self.output_quant(gaze), feats
 
     @property
