@@ -50,7 +50,7 @@ needs_converter = pytest.mark.skipif(
            f"`{INSTALL_COMMAND}` (CI does)")
 
 
-ONE_INPUT = "data.grid_embedding=false"  # TinyTracker on the face alone: position `none`
+ONE_INPUT = "model.position=none"  # TinyTracker on the face alone: one sensor input
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +88,7 @@ def test_real_converter_packs_a_trained_tinytracker_that_fits(tmp_path, float_ru
     metrics = read_metrics(float_run)
     out = tmp_path / "export"
     run_module("tinytracker.export", f"ckpt_path={metrics['checkpoint']}", "format=imx500",
-               f"out_dir={out}", "imx500.calibration_images=32", *EVAL_DATA, ONE_INPUT,
-               env=ONE_THREAD)
+               f"out_dir={out}", "imx500.calibration_images=32", *EVAL_DATA, env=ONE_THREAD)
     result = json.loads((out / "export.json").read_text())
 
     # packerOut.zip: what imx500-package on the Raspberry Pi takes
@@ -200,7 +199,7 @@ def _check_ort_sensor_graph_reproduces_pytorch(result: dict, ckpt: str) -> None:
     assert result["imx500/ort_max_abs_diff_to_mct"] <= step * (1 + 1e-4)
     module = module_from_checkpoint(ckpt).eval()
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("export", overrides=[*EVAL_DATA, ONE_INPUT, f"ckpt_path={ckpt}"])
+        cfg = compose("export", overrides=[*EVAL_DATA, f"ckpt_path={ckpt}"])
     _, loader = checkpoint_data(cfg.data, module, "test")
     graph = session_graph(mct_onnx_session(result["onnx_path"]))
     diffs = []
@@ -351,6 +350,20 @@ def test_traceable_wrapper_computes_the_float_net():
         with torch.no_grad():
             assert torch.allclose(wrapped(*inputs), net(*inputs), atol=1e-5)
         torch.fx.symbolic_trace(wrapped)  # what MCT's model reader does
+    # the sensor part of each one-input position choice: what format=imx500 quantizes
+    for net, keys, width in ((TinyTracker(position="late"), ("face",), 128),
+                             (TinyTracker(position="frame"), ("frame",), 2),
+                             (TinyTrackerS(position="late", grid_embedding=False), ("face",), 64),
+                             (TinyTrackerS(position="frame", grid_embedding=False), ("frame",), 2)):
+        net.eval()
+        wrapped = traceable(net)
+        assert wrapped.input_keys == keys == net.sensor_input_keys
+        x = torch.randn(2, *net.input_shapes[keys[0]])
+        with torch.no_grad():
+            out = wrapped(x)
+            assert out.shape == (2, width)
+            assert torch.allclose(out, net.sensor_net()(x), atol=1e-5)
+        torch.fx.symbolic_trace(wrapped)
     with pytest.raises(ValueError, match="TinyTracker and TinyTrackerS can"):
         traceable(nn.Linear(2, 2))
 
@@ -365,7 +378,7 @@ def test_camera_frames_are_the_test_splits_frames_and_the_roi_sees_its_face(cach
     from tinytracker.export.emulation import camera_frames
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("export", overrides=[*EVAL_DATA, ONE_INPUT, "ckpt_path=unused"])
+        cfg = compose("export", overrides=[*EVAL_DATA, "ckpt_path=unused"])
     record = {"face_size": 112, "grey": False, "mean": 0.5, "std": 0.5,
               "grid_embedding": False}
     datamodule, loader = spec_data(cfg.data, record, ("face",), "test")

@@ -100,17 +100,22 @@ def export_imx500(cfg: DictConfig, module: GazeModule, out_dir: Path) -> dict[st
 
 
 def _mct_ready(sensor: nn.Module, keys: tuple[str, ...]) -> nn.Module:
-    """The sensor graph as MCT can trace it: TinyTracker / TinyTrackerS through their
-    straight-line wrapper; another module (a ``sensor_net()``) as it is."""
+    """The sensor graph as MCT can trace it: a TinyTracker / TinyTrackerS (or the
+    ``sensor_net()`` of one, which computes it through its ``owner``) through the
+    straight-line wrapper of :mod:`tinytracker.quant.mct`; another one-input module as it is."""
     from tinytracker.models.tinytracker import TinyTracker, TinyTrackerS
     from tinytracker.quant.mct import traceable
 
-    if not isinstance(sensor, (TinyTracker, TinyTrackerS)):
+    owner = getattr(sensor, "owner", sensor)
+    if not isinstance(owner, (TinyTracker, TinyTrackerS)):
         return sensor.eval()
     try:
-        return traceable(sensor)
+        net = traceable(owner)
     except ValueError as err:
         raise ExportError(str(err)) from err
+    if net.input_keys != keys:
+        raise ExportError(f"the sensor graph takes {net.input_keys}, expected {keys}")
+    return net
 
 
 def report_entries(report: ConversionReport) -> dict[str, Any]:

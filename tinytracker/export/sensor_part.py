@@ -48,9 +48,10 @@ def sensor_part(float_net: nn.Module, ckpt_path: str) -> SensorPart:
             f"ckpt_path={ckpt_path}: its network takes {len(keys)} input tensors on the sensor "
             f"({', '.join(keys)}), but the IMX500's ISP fills exactly one, so the camera cannot "
             "run it. Train a deployable choice instead: model.position="
-            f"{'|'.join(DEPLOYABLE_POSITIONS)} (none = face only, the same as "
-            "data.grid_embedding=false; late = face box fused in a head on the host; frame = "
-            "the whole frame). format=onnx exports this model for CPU targets.")
+            f"{'|'.join(DEPLOYABLE_POSITIONS)} (none: the face only; late: the face box joins "
+            "in a head on the host; frame: the whole frame, no face detector), e.g. "
+            "python -m tinytracker.train +experiment=position_late. format=onnx exports this "
+            "model for CPU targets.")
     sensor = float_net.sensor_net() if hasattr(float_net, "sensor_net") else float_net
     head = float_net.host_head() if hasattr(float_net, "host_head") else None
     return SensorPart(sensor, keys, head)
