@@ -152,6 +152,67 @@ def test_real_converter_packs_a_trained_tinytracker_that_fits(tmp_path, float_ru
     assert [e.path for e in artifacts[0].manifest.contents] == ["packerOut.zip"]
 
 
+@pytest.fixture(scope="module")
+def late_run(tmp_path_factory, cache_dir) -> Path:
+    """A short real training run of TinyTracker with model.position=late."""
+    out = tmp_path_factory.mktemp("late-run")
+    run_module("tinytracker.train", *SMALL_DATA, "+experiment=position_late", f"out_dir={out}",
+               "trainer.max_epochs=3", "logger=csv", env=ONE_THREAD)
+    return out
+
+
+@pytest.mark.slow
+@needs_converter
+def test_late_model_exports_sensor_graph_and_head_that_reproduce_pytorch(tmp_path, late_run):
+    """position=late: one sensor input, features out, the numpy head file next to deploy.json;
+    head(ORT sensor graph) is the PyTorch model on test frames, and the emulated camera is
+    within the paper's budget of the float model."""
+    from tinytracker.assemble import checkpoint_data
+    from tinytracker.deploy import camera
+    from tinytracker.deploy.manifest import file_sha256
+    from tinytracker.export.emulation import mct_onnx_session, session_graph
+    from tinytracker.models.checkpoint import module_from_checkpoint
+
+    ckpt = read_metrics(late_run)["checkpoint"]
+    out = tmp_path / "export"
+    run_module("tinytracker.export", f"ckpt_path={ckpt}", "format=imx500", f"out_dir={out}",
+               "imx500.calibration_images=32", *EVAL_DATA, env=ONE_THREAD)
+    result = json.loads((out / "export.json").read_text())
+    net = ET.parse(result["imx500/dnn_params"]).getroot().find("networks/network")
+    assert [[int(d.get("size")) for d in t.iter("dimension")]
+            for t in net.iter("inputTensor")] == [[3, 112, 112]]
+    assert result["inputs"] == ["face"] and result["outputs"] == ["features"]
+    manifest, head = camera.load(result["imx500/deploy_json"])
+    assert result["imx500/head"] == str(out / "imx500" / "head.npz")
+    assert manifest.output.kind == "features" and head.feature_dim == manifest.output.size
+    assert head.ckpt_sha256 == manifest.ckpt_sha256 == file_sha256(ckpt)
+    assert result["imx500/fit_in_chip"] is True
+    _check_emulated_camera(result)
+    # ORT of MCT's ONNX vs MCT in PyTorch (the export's measure): a few feature steps
+    step = manifest.output.scale
+    assert result["imx500/ort_max_abs_diff_to_mct"] <= 4 * step  # measured: 2 steps
+
+    module = module_from_checkpoint(ckpt).eval()
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("export", overrides=[*EVAL_DATA, f"ckpt_path={ckpt}"])
+    _, loader = checkpoint_data(cfg.data, module, "test")
+    graph = session_graph(mct_onnx_session(result["onnx_path"]))
+    host_head = module.net.host_head()
+    diffs = []
+    for batch in loader:
+        face, box = batch["face"].float(), batch["face_box"].float()
+        features = graph(face.numpy())
+        gaze = head.apply(features, box.numpy())
+        with torch.no_grad():
+            # the file computes the checkpoint's own head, on the same features
+            same = host_head(torch.cat([torch.from_numpy(features), box], dim=1)).numpy()
+            expected = module.net(face, box).numpy()
+        np.testing.assert_allclose(gaze, same, atol=1e-4)
+        diffs.append(np.abs(gaze - expected))
+    diff = np.concatenate(diffs)
+    assert diff.mean() <= PAPER_QUANT_BUDGET_CM, diff.mean()
+
+
 def _check_camera_files(result: dict, out: Path, ckpt: str) -> None:
     """deploy.json next to packerOut.zip, read back as the Pi reads it, agreeing with
     dnnParams.xml (read here independently) and naming the checkpoint by its hash."""
