@@ -396,6 +396,27 @@ def test_qat_checkpoint_gives_its_float_weights():
     assert float_net_of(net, plain) is net  # a float checkpoint's net is used as it is
 
 
+def test_qat_late_checkpoint_gives_its_float_weights_and_float_head():
+    from tinytracker.quant.brevitas import BrevitasNet
+    from tinytracker.quant.float_weights import float_net_of
+
+    config = {"_target_": "tinytracker.models.TinyTracker", "position": "late",
+              "grid_embedding": False}
+    torch.manual_seed(0)
+    quantized = BrevitasNet(config).eval()
+    with torch.no_grad():  # a head as training leaves it, not as initialised
+        for param in quantized.host_head().parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    net = float_net_of(quantized, {"_target_": "tinytracker.quant.brevitas.BrevitasNet",
+                                   "float_net": config})
+    for got, want in zip(net.host_head().state_dict().values(),
+                         quantized.host_head().state_dict().values(), strict=True):
+        assert torch.equal(got, want)
+    face, box = torch.rand(2, 3, 112, 112) * 2 - 1, torch.rand(2, 4)
+    with torch.no_grad():  # float weights + float head: the QAT model up to its 8-bit rounding
+        assert torch.allclose(net(face, box), quantized(face, box), atol=0.5)
+
+
 def test_traceable_wrapper_computes_the_float_net():
     from tinytracker.models import TinyTracker, TinyTrackerS
     from tinytracker.quant.mct import traceable
