@@ -637,3 +637,71 @@ def test_emulated_late_model_with_onnx_runtime_matches_torch(tmp_path):
         expected = module(torch.cat([on_grid, box], dim=1)).numpy()
     assert np.abs(features.numpy()).max() > step  # the features are not all rounded to 0
     np.testing.assert_allclose(gaze, expected, atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------- the export's camera files
+
+
+class _LateNet(nn.Module):
+    """The interface of ``model.position=late``: a sensor part ending in features, a host head
+    on concat(features, face_box)."""
+
+    input_keys = ("face", "face_box")
+    sensor_input_keys = ("face",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sensor = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(),
+                                    nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        self.head = nn.Sequential(nn.Linear(2 + 4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+    def sensor_net(self) -> nn.Module:
+        return self.sensor
+
+    def host_head(self) -> nn.Sequential:
+        return self.head
+
+    def forward(self, face: torch.Tensor, face_box: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.sensor(face), face_box], dim=1))
+
+
+def test_export_writes_the_late_nets_head_and_a_features_manifest(tmp_path):
+    from tinytracker.export.sensor_part import roi_spec, sensor_part, write_camera_files
+
+    torch.manual_seed(0)
+    net = _LateNet().eval()
+    ckpt = tmp_path / "late.ckpt"
+    ckpt.write_bytes(b"a checkpoint")
+    part = sensor_part(net, str(ckpt))
+    assert part.net is net.sensor and part.input_keys == ("face",) and part.host_head is net.head
+    assert roi_spec(part) == RoiSpec(mode="face")
+    dnn = tmp_path / "dnnParams.xml"
+    dnn.write_text(one_input_dnn_params())
+    out = tmp_path / "imx500"
+    out.mkdir()
+    path, manifest, head = write_camera_files(part, dnn, {"grey": False, "mean": 0.5,
+                                                          "std": 0.5}, str(ckpt), out)
+    assert path == out / "deploy.json" and (out / "head.npz").is_file()
+    assert manifest.output.kind == "features" and manifest.head.file == "head.npz"
+    assert manifest.ckpt_sha256 == file_sha256(ckpt) == head.ckpt_sha256
+    loaded, loaded_head = camera.load(path)  # what the Pi loads, hash checked
+    assert loaded == manifest and loaded_head.layers() == ["linear", "relu", "linear"]
+    # the numpy head computes the torch model from the sensor's features and the box
+    face, box = torch.randn(5, 3, 16, 16), torch.rand(5, 4)
+    with torch.no_grad():
+        features = net.sensor_net()(face)
+        expected = net(face, box).numpy()
+    np.testing.assert_allclose(loaded_head.apply(features.numpy(), box.numpy()), expected,
+                               atol=1e-5)
+
+
+def test_export_names_the_deployable_choices_for_a_two_input_net():
+    from tinytracker.export.errors import ExportError
+    from tinytracker.export.sensor_part import sensor_part
+    from tinytracker.models import TinyTracker
+
+    with pytest.raises(ExportError, match=r"2 input tensors on the sensor \(face, "
+                                          r"grid_embedding\).*model.position=none\|late\|frame"):
+        sensor_part(TinyTracker(grid_embedding=True), "two.ckpt")
+    part = sensor_part(TinyTracker(grid_embedding=False), "one.ckpt")
+    assert part.input_keys == ("face",) and part.host_head is None

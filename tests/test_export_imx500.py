@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_module
@@ -41,12 +43,25 @@ PAPER_QUANT_BUDGET_CM = 0.16  # TinyTracker paper: INT8 within 0.16 cm of the fl
 needs_converter = pytest.mark.usefixtures("imx500_converter")
 
 
+ONE_INPUT = "model.position=none"  # TinyTracker on the face alone: one sensor input
+
+
 @pytest.fixture(scope="module")
 def float_wandb_run(tmp_path_factory, cache_dir) -> Path:
-    """A short real float training run of the default TinyTracker, logged to offline W&B."""
+    """A short real float training run of a one-input TinyTracker (what the IMX500 can feed),
+    logged to offline W&B."""
     out = tmp_path_factory.mktemp("float-run")
-    run_module("tinytracker.train", *SMALL_DATA, f"out_dir={out}", "trainer.max_epochs=3",
-               "logger=wandb", env=ONE_THREAD)
+    run_module("tinytracker.train", *SMALL_DATA, ONE_INPUT, f"out_dir={out}",
+               "trainer.max_epochs=3", "logger=wandb", env=ONE_THREAD)
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_input_run(tmp_path_factory, cache_dir) -> Path:
+    """One epoch of today's default TinyTracker: face + grid_embedding, two input tensors."""
+    out = tmp_path_factory.mktemp("two-input-run")
+    run_module("tinytracker.train", *SMALL_DATA, f"out_dir={out}", "trainer.max_epochs=1",
+               "trainer.limit_train_batches=2", "logger=csv", env=ONE_THREAD)
     return out
 
 
@@ -92,11 +107,14 @@ def test_real_converter_packs_a_trained_tinytracker_that_fits(tmp_path, float_wa
     assert result["imx500/conversion_s"] > 0
     assert result["imx500/calibration_images"] == 32
 
-    # dnnParams.xml: the camera's view of the network (two 112x112 inputs, 2 values out)
+    # dnnParams.xml: the camera's view of the network (one 112x112 RGB input, 2 values out)
     net = ET.parse(result["imx500/dnn_params"]).getroot().find("networks/network")
     inputs = [[int(d.get("size")) for d in t.iter("dimension")]
               for t in net.iter("inputTensor")]
-    assert inputs == [[3, 112, 112], [2, 112, 112]]
+    assert inputs == [[3, 112, 112]]
+    with zipfile.ZipFile(packer) as zf:  # the packed copy says the same
+        packed = ET.fromstring(zf.read("dnnParams.xml")).find("networks/network")
+    assert len(list(packed.iter("inputTensor"))) == 1
     outputs = [[int(d.get("size")) for d in t.iter("dimension")]
                for t in net.iter("outputTensor")]
     assert outputs == [[2]]
@@ -107,6 +125,10 @@ def test_real_converter_packs_a_trained_tinytracker_that_fits(tmp_path, float_wa
     assert result["test/frames"] == metrics["data/test_frames"]
     assert abs(result["test/error_cm"] - result["test/error_cm_checkpoint"]) \
         <= PAPER_QUANT_BUDGET_CM
+
+    _check_camera_files(result, out, metrics["checkpoint"])
+    _check_emulated_camera(result)
+    _check_ort_sensor_graph_reproduces_pytorch(result, metrics["checkpoint"])
 
     # the numbers and packerOut.zip went to the training run's W&B run (resumed by id)
     train_run = next((float_run / "wandb").glob("offline-run-*"))
@@ -123,6 +145,145 @@ def test_real_converter_packs_a_trained_tinytracker_that_fits(tmp_path, float_wa
                  if r.WhichOneof("record_type") == "artifact"]
     assert [a.type for a in artifacts] == ["model"]
     assert [e.path for e in artifacts[0].manifest.contents] == ["packerOut.zip"]
+
+
+@pytest.fixture(scope="module")
+def late_run(tmp_path_factory, cache_dir) -> Path:
+    """A short real training run of TinyTracker with model.position=late."""
+    out = tmp_path_factory.mktemp("late-run")
+    run_module("tinytracker.train", *SMALL_DATA, "+experiment=position_late", f"out_dir={out}",
+               "trainer.max_epochs=3", "logger=csv", env=ONE_THREAD)
+    return out
+
+
+@pytest.mark.slow
+@needs_converter
+def test_late_model_exports_sensor_graph_and_head_that_reproduce_pytorch(tmp_path, late_run):
+    """position=late: one sensor input, features out, the numpy head file next to deploy.json;
+    head(ORT sensor graph) is the PyTorch model on test frames, and the emulated camera is
+    within the paper's budget of the float model."""
+    from tinytracker.assemble import checkpoint_data
+    from tinytracker.deploy import camera
+    from tinytracker.deploy.manifest import file_sha256
+    from tinytracker.export.emulation import mct_onnx_session, session_graph
+    from tinytracker.models.checkpoint import module_from_checkpoint
+
+    ckpt = read_metrics(late_run)["checkpoint"]
+    out = tmp_path / "export"
+    run_module("tinytracker.export", f"ckpt_path={ckpt}", "format=imx500", f"out_dir={out}",
+               "imx500.calibration_images=32", *EVAL_DATA, env=ONE_THREAD)
+    result = json.loads((out / "export.json").read_text())
+    net = ET.parse(result["imx500/dnn_params"]).getroot().find("networks/network")
+    assert [[int(d.get("size")) for d in t.iter("dimension")]
+            for t in net.iter("inputTensor")] == [[3, 112, 112]]
+    assert result["inputs"] == ["face"] and result["outputs"] == ["features"]
+    manifest, head = camera.load(result["imx500/deploy_json"])
+    assert result["imx500/head"] == str(out / "imx500" / "head.npz")
+    assert manifest.output.kind == "features" and head.feature_dim == manifest.output.size
+    assert head.ckpt_sha256 == manifest.ckpt_sha256 == file_sha256(ckpt)
+    assert result["imx500/fit_in_chip"] is True
+    _check_emulated_camera(result)
+    # ORT of MCT's ONNX vs MCT in PyTorch (the export's measure): a few feature steps
+    step = manifest.output.scale
+    assert result["imx500/ort_max_abs_diff_to_mct"] <= 4 * step  # measured: 2 steps
+
+    module = module_from_checkpoint(ckpt).eval()
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("export", overrides=[*EVAL_DATA, f"ckpt_path={ckpt}"])
+    _, loader = checkpoint_data(cfg.data, module, "test")
+    graph = session_graph(mct_onnx_session(result["onnx_path"]))
+    host_head = module.net.host_head()
+    diffs = []
+    for batch in loader:
+        face, box = batch["face"].float(), batch["face_box"].float()
+        features = graph(face.numpy())
+        gaze = head.apply(features, box.numpy())
+        with torch.no_grad():
+            # the file computes the checkpoint's own head, on the same features
+            same = host_head(torch.cat([torch.from_numpy(features), box], dim=1)).numpy()
+            expected = module.net(face, box).numpy()
+        np.testing.assert_allclose(gaze, same, atol=1e-4)
+        diffs.append(np.abs(gaze - expected))
+    diff = np.concatenate(diffs)
+    assert diff.mean() <= PAPER_QUANT_BUDGET_CM, diff.mean()
+
+
+def _check_camera_files(result: dict, out: Path, ckpt: str) -> None:
+    """deploy.json next to packerOut.zip, read back as the Pi reads it, agreeing with
+    dnnParams.xml (read here independently) and naming the checkpoint by its hash."""
+    from tinytracker.deploy import camera
+    from tinytracker.deploy.manifest import file_sha256, read_manifest
+
+    path = Path(result["imx500/deploy_json"])
+    assert path == out / "imx500" / "deploy.json"
+    manifest = read_manifest(path)
+    assert json.loads(path.read_text()) == asdict(manifest)  # every key read back
+    assert camera.load(path) == (manifest, None)  # `none`: no head file
+    assert result["imx500/head"] is None and not (out / "imx500" / "head.npz").exists()
+    tensor = ET.parse(result["imx500/dnn_params"]).getroot().find(
+        "networks/network/inputTensors/inputTensor")
+    assert manifest.input.scale == float(tensor.get("scale"))
+    assert (manifest.input.format, manifest.input.width, manifest.input.height) == \
+        ("RGB", 112, 112)
+    assert (manifest.input.mean, manifest.input.std) == (0.5, 0.5)
+    assert manifest.roi.mode == "face" and manifest.roi.square
+    assert manifest.output.kind == "gaze_cm" and manifest.output.units == "cm"
+    assert manifest.output.scale == result["imx500/output_step"] > 0
+    assert manifest.ckpt_sha256 == file_sha256(ckpt)
+
+
+def _check_emulated_camera(result: dict) -> None:
+    """The camera's own path (full frames, ROI, ISP, int8 input, ORT graph) on every test
+    frame, within the paper's INT8 budget of the float model."""
+    assert result["imx500/emulated_test_frames"] == result["test/frames"]
+    emulated = result["imx500/emulated_test_error_cm"]
+    assert emulated > 0
+    assert abs(emulated - result["test/error_cm_float_weights"]) <= PAPER_QUANT_BUDGET_CM
+    assert result["imx500/emulated_minus_float_cm"] == pytest.approx(
+        emulated - result["test/error_cm_float_weights"])
+
+
+def _check_ort_sensor_graph_reproduces_pytorch(result: dict, ckpt: str) -> None:
+    """MCT's ONNX (the converter's input) in ONNX Runtime against the PyTorch checkpoint on
+    test frames, and against MCT's own PyTorch model to one output step (what the export
+    measured)."""
+    from tinytracker.assemble import checkpoint_data
+    from tinytracker.export.emulation import mct_onnx_session, session_graph
+    from tinytracker.models.checkpoint import module_from_checkpoint
+
+    step = result["imx500/output_step"]
+    assert result["imx500/ort_max_abs_diff_to_mct"] <= step * (1 + 1e-4)
+    module = module_from_checkpoint(ckpt).eval()
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("export", overrides=[*EVAL_DATA, f"ckpt_path={ckpt}"])
+    _, loader = checkpoint_data(cfg.data, module, "test")
+    graph = session_graph(mct_onnx_session(result["onnx_path"]))
+    diffs = []
+    for batch in loader:
+        with torch.no_grad():
+            expected = module.net(batch["face"].float()).numpy()
+        got = graph(batch["face"].float().numpy())
+        assert np.allclose(got / step, np.round(got / step), atol=1e-3)  # on the int8 grid
+        diffs.append(np.abs(got - expected))
+    diff = np.concatenate(diffs)
+    # MCT's 8-bit rounding against the float model: about one output step on average
+    # (measured 1.1 steps on 40 subjects x 8 epochs; single frames move by several)
+    assert diff.mean() <= 2 * step, (diff.mean(), step)
+
+
+def test_two_input_checkpoint_is_refused_naming_the_deployable_choices(tmp_path,
+                                                                       two_input_run):
+    ckpt = read_metrics(two_input_run)["checkpoint"]
+    with pytest.raises(ExportError) as err:
+        _export_in_process(tmp_path, f"ckpt_path={ckpt}", "format=imx500")
+    message = str(err.value)
+    assert f"ckpt_path={ckpt}" in message
+    assert "2 input tensors on the sensor (face, grid_embedding)" in message
+    assert "model.position=none|late|frame" in message
+    assert "exactly one" in message
+    # nothing the camera could mistake for a deployable network was written
+    assert not (tmp_path / "export.json").exists()
+    assert not list(tmp_path.rglob("*.onnx")) and not list(tmp_path.rglob("packerOut.zip"))
 
 
 class _DilatedStride(nn.Module):
@@ -266,6 +427,27 @@ def test_qat_checkpoint_gives_its_float_weights():
     assert float_net_of(net, plain) is net  # a float checkpoint's net is used as it is
 
 
+def test_qat_late_checkpoint_gives_its_float_weights_and_float_head():
+    from tinytracker.quant.brevitas import BrevitasNet
+    from tinytracker.quant.float_weights import float_net_of
+
+    config = {"_target_": "tinytracker.models.TinyTracker", "position": "late",
+              "grid_embedding": False}
+    torch.manual_seed(0)
+    quantized = BrevitasNet(config).eval()
+    with torch.no_grad():  # a head as training leaves it, not as initialised
+        for param in quantized.host_head().parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    net = float_net_of(quantized, {"_target_": "tinytracker.quant.brevitas.BrevitasNet",
+                                   "float_net": config})
+    for got, want in zip(net.host_head().state_dict().values(),
+                         quantized.host_head().state_dict().values(), strict=True):
+        assert torch.equal(got, want)
+    face, box = torch.rand(2, 3, 112, 112) * 2 - 1, torch.rand(2, 4)
+    with torch.no_grad():  # float weights + float head: the QAT model up to its 8-bit rounding
+        assert torch.allclose(net(face, box), quantized(face, box), atol=0.5)
+
+
 def test_traceable_wrapper_computes_the_float_net():
     from tinytracker.models import TinyTracker, TinyTrackerS
     from tinytracker.quant.mct import traceable
@@ -281,5 +463,56 @@ def test_traceable_wrapper_computes_the_float_net():
         with torch.no_grad():
             assert torch.allclose(wrapped(*inputs), net(*inputs), atol=1e-5)
         torch.fx.symbolic_trace(wrapped)  # what MCT's model reader does
+    # the sensor part of each one-input position choice: what format=imx500 quantizes
+    for net, keys, width in ((TinyTracker(position="late"), ("face",), 128),
+                             (TinyTracker(position="frame"), ("frame",), 2),
+                             (TinyTrackerS(position="late", grid_embedding=False), ("face",), 64),
+                             (TinyTrackerS(position="frame", grid_embedding=False), ("frame",), 2)):
+        net.eval()
+        wrapped = traceable(net)
+        assert wrapped.input_keys == keys == net.sensor_input_keys
+        x = torch.randn(2, *net.input_shapes[keys[0]])
+        with torch.no_grad():
+            out = wrapped(x)
+            assert out.shape == (2, width)
+            assert torch.allclose(out, net.sensor_net()(x), atol=1e-5)
+        torch.fx.symbolic_trace(wrapped)
     with pytest.raises(ValueError, match="TinyTracker and TinyTrackerS can"):
         traceable(nn.Linear(2, 2))
+
+
+def test_camera_frames_are_the_test_splits_frames_and_the_roi_sees_its_face(cache_dir):
+    """The emulation's full raw frames are the loader's test frames in its order, and the
+    camera path (face ROI -> ISP scale -> int8 codes) sees the face crop the model was tested
+    on, up to JPEG re-encoding and integer codes."""
+    from tinytracker.assemble import spec_data
+    from tinytracker.deploy import camera
+    from tinytracker.deploy.manifest import InputSpec, Manifest, OutputSpec, RoiSpec
+    from tinytracker.export.emulation import camera_frames
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("export", overrides=[*EVAL_DATA, "ckpt_path=unused"])
+    record = {"face_size": 112, "grey": False, "mean": 0.5, "std": 0.5,
+              "grid_embedding": False}
+    datamodule, loader = spec_data(cfg.data, record, ("face",), "test")
+    manifest = Manifest(InputSpec("RGB", 112, 112, scale=1 / 128), RoiSpec(),
+                        OutputSpec("gaze_cm", 2, 1 / 32), None, "a" * 64)
+    faces = torch.cat([b["face"] for b in loader]).numpy()
+    labels = torch.cat([b["gaze_cm"] for b in loader]).numpy()
+    frames = list(camera_frames(datamodule, "test"))
+    assert len(frames) == len(faces) > 0
+    np.testing.assert_allclose([f.gaze_cm for f in frames], labels, atol=1e-5)
+    seen: list[np.ndarray] = []
+
+    def recording_graph(x: np.ndarray) -> np.ndarray:  # what the sensor graph is given
+        seen.append(x[0])
+        return np.zeros((len(x), 2), dtype=np.float32)
+
+    for item in frames:
+        camera.emulate_frame(item.frame, item.face_box, manifest, None, recording_graph)
+    diffs = [np.abs(x - face).mean() for x, face in zip(seen, faces, strict=True)]
+    # same face: a few grey levels of JPEG noise (1/128 per level); another frame's face or
+    # a shifted crop differs by far more
+    assert max(diffs) < 0.06, max(diffs)
+    other = np.abs(faces[0] - faces[1:]).mean(axis=(1, 2, 3))
+    assert other.min() > 3 * max(diffs), (other.min(), max(diffs))

@@ -3,9 +3,12 @@
 ``format=onnx`` writes into ``out_dir`` the exported model (``model.onnx``) and
 ``export.json``: its size, and the error of the exported file run by ONNX Runtime on ``split``
 next to the PyTorch model's, with their element-wise agreement (``parity/...``).
-``format=imx500`` quantizes with Sony's MCT and converts with ``imxconv-pt``
-(:mod:`tinytracker.export.imx500`): ``imx500/packerOut.zip``, the memory report, and in
-``export.json`` the chip memory figures and the test error of the IMX500-bound model.
+``format=imx500`` quantizes the sensor graph of a one-input net with Sony's MCT and converts
+it with ``imxconv-pt`` (:mod:`tinytracker.export.imx500`): ``imx500/packerOut.zip``, the memory
+report, ``imx500/deploy.json`` (and the host head ``imx500/head.npz`` when the net has one),
+and in ``export.json`` the chip memory figures, the test error of the IMX500-bound model and
+that of the emulated camera (``imx500/emulated_test_error_cm``). A two-input checkpoint is
+refused, naming the deployable ``model.position`` choices.
 The data is built from the data config (``data=...``) with the checkpoint's input
 preprocessing (:func:`tinytracker.assemble.checkpoint_data`), as ``tinytracker.evaluate``
 does. When the checkpoint's W&B run is known, the numbers and the exported file are added to

@@ -1,14 +1,20 @@
-"""``format=imx500``: MCT quantization for the IMX500, Sony's converter, and the numbers.
+"""``format=imx500``: MCT quantization for the IMX500, Sony's converter, the camera's files,
+and the numbers.
 
 1. the float net of the checkpoint (a QAT checkpoint's float weights, which QAT made robust
-   to 8-bit rounding) is wrapped for MCT (:mod:`tinytracker.quant.mct`);
-2. MCT quantizes it for the IMX500 target, calibrated on ``imx500.calibration_images``
-   training images from the run's own DataModule (no augmentation);
+   to 8-bit rounding) is split into its sensor graph and host head
+   (:mod:`tinytracker.export.sensor_part`); a net whose sensor graph takes two tensors (the
+   grid-embedding design) is refused: the sensor fills one;
+2. MCT quantizes the sensor graph for the IMX500 target (:mod:`tinytracker.quant.mct`),
+   calibrated on ``imx500.calibration_images`` training images from the run's own DataModule
+   (no augmentation);
 3. MCT's ONNX goes through ``imxconv-pt`` (:mod:`tinytracker.export.imxconv`), which writes
    ``packerOut.zip`` (for ``imx500-package`` on the Raspberry Pi), the memory report and
-   ``dnnParams.xml``;
-4. the MCT-quantized model (what the camera computes, up to the converter's integer
-   arithmetic) and the checkpoint are evaluated on ``split``.
+   ``dnnParams.xml``; ``deploy.json`` and the head file (if any) go next to them;
+4. evaluated on ``split``: the MCT-quantized model (what the camera computes, up to the
+   converter's integer arithmetic) and the checkpoint on the training pipeline's inputs, and
+   the emulated camera (:mod:`tinytracker.export.emulation`: full frames, ROI, ISP, int8
+   input, MCT's ONNX in ONNX Runtime, the head) as the Pi program runs it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from tinytracker.assemble import checkpoint_data
+from tinytracker.export.emulation import emulated_entries, mct_onnx_session, session_graph
 from tinytracker.export.errors import ExportError
 from tinytracker.export.imxconv import (
     ConversionReport,
@@ -32,6 +39,7 @@ from tinytracker.export.imxconv import (
     run_converter,
     too_big_message,
 )
+from tinytracker.export.sensor_part import SensorPart, sensor_part, write_camera_files
 from tinytracker.models.module import GazeModule
 
 log = logging.getLogger(__name__)
@@ -41,20 +49,20 @@ CONVERTER_DIR = "imx500"
 
 
 def export_imx500(cfg: DictConfig, module: GazeModule, out_dir: Path) -> dict[str, Any]:
-    """Quantize, convert and evaluate; returns the ``export.json`` entries."""
+    """Quantize, convert, write the camera's files and evaluate; the ``export.json`` entries."""
     from tinytracker.quant.float_weights import float_net_of
-    from tinytracker.quant.mct import export_mct_onnx, quantize_for_imx500, traceable
+    from tinytracker.quant.mct import export_mct_onnx, quantize_for_imx500
 
     settings = cfg.imx500
     if int(settings.calibration_images) < 1:
         raise ExportError(f"imx500.calibration_images must be >= 1, "
                           f"got {settings.calibration_images}")
+    float_net = float_net_of(module.net, module.hparams["net"])
+    part = sensor_part(float_net, str(cfg.ckpt_path))  # a two-input net stops here
     converter = find_converter(settings.converter)  # before any work: a missing env says how
-    try:
-        net = traceable(float_net_of(module.net, module.hparams["net"]))
-    except ValueError as err:
-        raise ExportError(str(err)) from err
-    calibration = calibration_batches(cfg, module, int(settings.calibration_images))
+    net = _mct_ready(part.net, part.input_keys)
+    calibration = calibration_batches(cfg, module, int(settings.calibration_images),
+                                      part.input_keys)
 
     t0 = time.perf_counter()
     quantized = quantize_for_imx500(net, calibration, str(settings.tpc_version))
@@ -62,19 +70,52 @@ def export_imx500(cfg: DictConfig, module: GazeModule, out_dir: Path) -> dict[st
     onnx_path = export_mct_onnx(quantized, out_dir / ONNX_NAME, calibration[0])
     report = run_converter(converter, onnx_path, out_dir / CONVERTER_DIR,
                            timeout_s=float(settings.timeout_s))
+    manifest_path, manifest, head = write_camera_files(
+        part, report.dnn_params, dict(module.hparams.get("input_spec") or {}),
+        str(cfg.ckpt_path), out_dir / CONVERTER_DIR)
     result: dict[str, Any] = {
         "path": str(report.packer_zip),
         "onnx_path": str(onnx_path),
-        "inputs": list(net.input_keys),
-        "outputs": ["gaze_cm"],
+        "inputs": list(part.input_keys),
+        "outputs": [manifest.output.kind],
         "imx500/tpc_version": str(settings.tpc_version),
         "imx500/calibration_images": sum(len(b[0]) for b in calibration),
         "imx500/mct_s": mct_s,
+        "imx500/deploy_json": str(manifest_path),
+        "imx500/head": None if head is None else str(manifest.head_path(manifest_path)),
+        "imx500/output_step": manifest.output.scale,
         **report_entries(report),
     }
     if cfg.evaluate and report.fit_in_chip:
-        result.update(evaluate_imx500(cfg, module, quantized, net))
+        session = mct_onnx_session(onnx_path)
+        result.update(evaluate_imx500(cfg, module, quantized, float_net, part, session))
+        datamodule, _ = checkpoint_data(cfg.data, module, cfg.split)
+        result.update(emulated_entries(datamodule, cfg.split, manifest, head,
+                                       session_graph(session)))
+        emulated = result.get(f"imx500/emulated_{cfg.split}_error_cm")
+        if emulated is not None:
+            result["imx500/emulated_minus_float_cm"] = (
+                emulated - result[f"{cfg.split}/error_cm_float_weights"])
     return result
+
+
+def _mct_ready(sensor: nn.Module, keys: tuple[str, ...]) -> nn.Module:
+    """The sensor graph as MCT can trace it: a TinyTracker / TinyTrackerS (or the
+    ``sensor_net()`` of one, which computes it through its ``owner``) through the
+    straight-line wrapper of :mod:`tinytracker.quant.mct`; another one-input module as it is."""
+    from tinytracker.models.tinytracker import TinyTracker, TinyTrackerS
+    from tinytracker.quant.mct import traceable
+
+    owner = getattr(sensor, "owner", sensor)
+    if not isinstance(owner, (TinyTracker, TinyTrackerS)):
+        return sensor.eval()
+    try:
+        net = traceable(owner)
+    except ValueError as err:
+        raise ExportError(str(err)) from err
+    if net.input_keys != keys:
+        raise ExportError(f"the sensor graph takes {net.input_keys}, expected {keys}")
+    return net
 
 
 def report_entries(report: ConversionReport) -> dict[str, Any]:
@@ -93,15 +134,16 @@ def report_entries(report: ConversionReport) -> dict[str, Any]:
     }
 
 
-def calibration_batches(cfg: DictConfig, module: GazeModule, images: int
-                        ) -> list[tuple[torch.Tensor, ...]]:
-    """The first ``images`` training images (inputs only), as the checkpoint was fed."""
+def calibration_batches(cfg: DictConfig, module: GazeModule, images: int,
+                        keys: tuple[str, ...]) -> list[tuple[torch.Tensor, ...]]:
+    """The first ``images`` training images (the sensor graph's inputs ``keys``), as the
+    checkpoint was fed."""
     _, loader = checkpoint_data(cfg.data, module, "train")
     batches: list[tuple[torch.Tensor, ...]] = []
     taken = 0
     for batch in loader:
         take = min(images - taken, len(batch["gaze_cm"]))
-        batches.append(tuple(batch[k][:take].float() for k in module.input_keys))
+        batches.append(tuple(batch[k][:take].float() for k in keys))
         taken += take
         if taken >= images:
             break
@@ -113,18 +155,28 @@ def calibration_batches(cfg: DictConfig, module: GazeModule, images: int
 
 @torch.no_grad()
 def evaluate_imx500(cfg: DictConfig, module: GazeModule, quantized: nn.Module,
-                    float_net: nn.Module) -> dict[str, Any]:
+                    float_net: nn.Module, part: SensorPart, session) -> dict[str, Any]:
     """Errors on ``split`` of the IMX500-bound (MCT) model, of the checkpoint, and of the
-    float weights MCT started from (the checkpoint itself unless it is a QAT checkpoint)."""
+    float weights MCT started from (the checkpoint itself unless it is a QAT checkpoint),
+    on the training pipeline's inputs; and how closely MCT's ONNX in ONNX Runtime (the graph
+    the converter took) reproduces the MCT model in PyTorch."""
     _, loader = checkpoint_data(cfg.data, module, cfg.split)
     keys = tuple(module.input_keys)
     preds: dict[str, list[np.ndarray]] = {"imx500": [], "checkpoint": [], "float": [],
-                                          "target": []}
+                                          "target": [], "ort_diff": []}
     module.eval()
     float_net.eval()
+    head = part.host_head.eval() if part.host_head is not None else None
+    graph = session_graph(session)
     for batch in tqdm(loader, desc="evaluating IMX500 model", unit="batch"):
         inputs = [batch[k].float() for k in keys]
-        preds["imx500"].append(quantized(*inputs).float().numpy())
+        sensor_inputs = [batch[k].float() for k in part.input_keys]
+        sensor_out = quantized(*sensor_inputs).float()
+        ort_out = graph(sensor_inputs[0].numpy())
+        preds["ort_diff"].append(np.abs(ort_out - sensor_out.numpy()).reshape(-1))
+        if head is not None:  # the host head on the sensor's features and the face box
+            sensor_out = head(torch.cat([sensor_out, batch["face_box"].float()], dim=1))
+        preds["imx500"].append(sensor_out.numpy())
         preds["checkpoint"].append(module.net(*inputs).float().numpy())
         preds["float"].append(float_net(*inputs).float().numpy())
         preds["target"].append(batch["gaze_cm"].float().numpy())
@@ -143,6 +195,7 @@ def evaluate_imx500(cfg: DictConfig, module: GazeModule, quantized: nn.Module,
         f"{split}/frames": int(len(out["target"])),
         "imx500/max_abs_diff_to_checkpoint_cm": float(np.abs(out["imx500"]
                                                              - out["checkpoint"]).max()),
+        "imx500/ort_max_abs_diff_to_mct": float(out["ort_diff"].max()),
     }
 
 

@@ -38,8 +38,12 @@ def float_weights_of_quantized(quantized: nn.Module, float_config: dict[str, Any
     from tinytracker.quant.folding import fold_batchnorm
 
     net = fold_batchnorm(instantiate(dict(float_config)).eval())
+    # model.position=late: the host head was never quantized (BrevitasNet keeps it float,
+    # outside its swapped net); it is copied whole, the rest layer by layer
+    head = net.host_head() if hasattr(net, "host_head") else None
+    in_head = {id(m) for m in head.modules()} if head is not None else set()
     float_layers = [(n, m) for n, m in net.named_modules()
-                    if type(m) in (nn.Conv2d, nn.Linear)]
+                    if type(m) in (nn.Conv2d, nn.Linear) and id(m) not in in_head]
     quant_layers = [(n, m) for n, m in quantized.net.named_modules()
                     if isinstance(m, (QuantConv2d, QuantLinear))]
     if len(float_layers) != len(quant_layers):
@@ -53,6 +57,8 @@ def float_weights_of_quantized(quantized: nn.Module, float_config: dict[str, Any
         fl.weight.copy_(ql.weight)
         if fl.bias is not None:
             fl.bias.copy_(ql.bias if ql.bias is not None else torch.zeros_like(fl.bias))
+    if head is not None:
+        head.load_state_dict(quantized.host_head().state_dict())
     baked = getattr(quantized.net, "baked_grid", None)  # TinyTrackerS' constant grid
     if baked is not None:
         net.baked_grid = baked.clone()

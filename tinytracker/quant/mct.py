@@ -39,11 +39,12 @@ DEFAULT_TPC_VERSION = "5.0"
 class TraceableGazeNet(nn.Module):
     """TinyTracker / TinyTrackerS as one straight-line forward over the float net's layers.
 
-    Build it with :func:`traceable`. Inputs are the float net's (``face`` and, with grid
-    embedding, ``grid_embedding``), stacked on channels as the float net stacks them; output
-    ``(B, 2)`` gaze in cm. The layers are a deep copy of the float net's, so wrapping never
-    changes the float model. TF "SAME" padded blocks (imported TFLite weights) get their
-    padding fixed for the net's input size.
+    Build it with :func:`traceable`. Inputs are the float net's sensor inputs (``face`` or
+    ``frame`` and, with grid embedding, ``grid_embedding``), stacked on channels as the float
+    net stacks them; output ``(B, 2)`` gaze in cm, or for ``position="late"`` the
+    penultimate features ``(B, feature_dim)`` (what ``sensor_net()`` computes). The layers
+    are a deep copy of the float net's, so wrapping never changes the float model. TF "SAME"
+    padded blocks (imported TFLite weights) get their padding fixed for the net's input size.
     """
 
     def __init__(self, net: nn.Module) -> None:
@@ -53,18 +54,24 @@ class TraceableGazeNet(nn.Module):
                              "TinyTracker and TinyTrackerS can (iTracker's four 224 px inputs "
                              "do not fit the sensor's single image input)")
         net = copy.deepcopy(net).eval()
-        self.input_keys: tuple[str, ...] = tuple(net.input_keys)
+        # the sensor's inputs: for position=late the face only (its face_box joins on the host)
+        self.input_keys: tuple[str, ...] = tuple(getattr(net, "sensor_input_keys",
+                                                         net.input_keys))
         self.input_shapes = {k: net.input_shapes[k] for k in self.input_keys}
-        _fix_tf_same_padding(net, self.input_shapes)
+        _fix_tf_same_padding(net, dict(net.input_shapes))
+        # position=late: the sensor part ends at the penultimate features (the host head follows)
+        self.features_only = getattr(net, "position", None) == "late"
+        tail = [] if self.features_only else [net.dropout, net.head]
         if isinstance(net, TinyTracker):
             stages = [net.input_adapter, net.backbone, net.channel_reduce, nn.Flatten(1),
-                      net.fc, net.dropout, net.head]
+                      net.fc, *tail]
         else:
-            stages = [net.backbone, net.pool, nn.Flatten(1), net.fc, net.dropout, net.head]
+            stages = [net.backbone, net.pool, nn.Flatten(1), net.fc, *tail]
         self.body = nn.Sequential(*stages)
         self.register_buffer("baked_grid", None if net.baked_grid is None
                              else net.baked_grid.unsqueeze(0).clone())
-        self.tanh_scale_cm = net.output_scale_cm if net.output_activation == "tanh" else None
+        self.tanh_scale_cm = (net.output_scale_cm if net.output_activation == "tanh"
+                              and not self.features_only else None)
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
         out = self.body(x)
@@ -91,7 +98,7 @@ class _FaceAndGrid(TraceableGazeNet):
 
 def traceable(net: nn.Module) -> TraceableGazeNet:
     """The fx-traceable wrapper of a float TinyTracker / TinyTrackerS (see the class)."""
-    keys = tuple(getattr(net, "input_keys", ()))
+    keys = tuple(getattr(net, "sensor_input_keys", None) or getattr(net, "input_keys", ()))
     return (_FaceAndGrid if keys == ("face", "grid_embedding") else _FaceOnly)(net)
 
 
