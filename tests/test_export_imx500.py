@@ -188,7 +188,7 @@ def test_late_model_exports_sensor_graph_and_head_that_reproduce_pytorch(tmp_pat
     assert result["imx500/ort_max_abs_diff_to_mct"] <= 4 * step  # measured: 2 steps
 
     module = module_from_checkpoint(ckpt).eval()
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         cfg = compose("export", overrides=[*EVAL_DATA, f"ckpt_path={ckpt}"])
     _, loader = checkpoint_data(cfg.data, module, "test")
     graph = session_graph(mct_onnx_session(result["onnx_path"]))
@@ -254,7 +254,7 @@ def _check_ort_sensor_graph_reproduces_pytorch(result: dict, ckpt: str) -> None:
     step = result["imx500/output_step"]
     assert result["imx500/ort_max_abs_diff_to_mct"] <= step * (1 + 1e-4)
     module = module_from_checkpoint(ckpt).eval()
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         cfg = compose("export", overrides=[*EVAL_DATA, f"ckpt_path={ckpt}"])
     _, loader = checkpoint_data(cfg.data, module, "test")
     graph = session_graph(mct_onnx_session(result["onnx_path"]))
@@ -490,7 +490,7 @@ def test_camera_frames_are_the_test_splits_frames_and_the_roi_sees_its_face(cach
     from tinytracker.deploy.manifest import InputSpec, Manifest, OutputSpec, RoiSpec
     from tinytracker.export.emulation import camera_frames
 
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
         cfg = compose("export", overrides=[*EVAL_DATA, "ckpt_path=unused"])
     record = {"face_size": 112, "grey": False, "mean": 0.5, "std": 0.5,
               "grid_embedding": False}
