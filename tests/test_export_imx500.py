@@ -19,7 +19,7 @@ import torch
 from hydra import compose, initialize_config_module
 from torch import nn
 
-from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module
+from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module, train_in_process
 from tests.wandb_log import read_wandb_records, read_wandb_summary
 from tinytracker.export.errors import ExportError
 from tinytracker.export.imxconv import (
@@ -391,8 +391,17 @@ def test_converter_env_var_comes_after_the_config_key(tmp_path, monkeypatch):
     assert INSTALL_COMMAND in str(err.value)
 
 
-def test_configured_converter_that_is_missing_is_named(tmp_path, float_run):
-    ckpt = float_run["checkpoint"]  # the session's tiny float run (conftest)
+@pytest.fixture(scope="module")
+def one_input_checkpoint(tmp_path_factory, cache_dir) -> str:
+    """Two batches of a 64 px one-input TinyTracker: a checkpoint format=imx500 accepts."""
+    out = tmp_path_factory.mktemp("one-input-run")
+    train_in_process(out, *SMALL_DATA, ONE_INPUT, "data.face_size=64", "trainer.max_epochs=1",
+                     "trainer.limit_train_batches=2", "logger=none")
+    return read_metrics(out)["checkpoint"]
+
+
+def test_configured_converter_that_is_missing_is_named(tmp_path, one_input_checkpoint):
+    ckpt = one_input_checkpoint
     bad = tmp_path / "nowhere" / "imxconv-pt"
     with pytest.raises(ExportError) as err:
         _export_in_process(tmp_path, f"ckpt_path={ckpt}", "format=imx500",
