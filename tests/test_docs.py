@@ -250,12 +250,32 @@ def _argument_fields(module: str) -> set[str]:
     return fields
 
 
+def _check_argparse_args(page: str, module: str, args: list[str]) -> None:
+    """A command with an argparse interface (the Pi program): its ``--options`` exist and the
+    positional arguments are as many as it declares."""
+    tree = ast.parse(_module_file(module).read_text())
+    names = [c.args[0].value for c in ast.walk(tree)
+             if isinstance(c, ast.Call) and getattr(c.func, "attr", "") == "add_argument"
+             and c.args and isinstance(c.args[0], ast.Constant)]
+    options = {n for n in names if n.startswith("-")} | {"--help", "-h"}
+    positional = [n for n in names if not n.startswith("-")]
+    given = [a for a in args if not a.startswith("-")]
+    flags = [a.split("=", 1)[0] for a in args if a.startswith("-")]
+    assert set(flags) <= options, f"{page}: `python -m {module}` has no {set(flags) - options}"
+    assert len(given) <= len(positional), (
+        f"{page}: `python -m {module}` takes {len(positional)} positional arguments "
+        f"({positional}), got {given}")
+
+
 def test_every_other_command_in_the_docs_takes_its_keys():
     commands = [c for c in _shell_commands()
                 if not _hydra_config_name(_module_file(c[1]).read_text())]
     assert len(commands) >= 15, f"only {len(commands)} non-Hydra commands found in the docs"
     fields: dict[str, set[str]] = {}
     for page, module, args in commands:
+        if "argparse.ArgumentParser" in _module_file(module).read_text():
+            _check_argparse_args(page, module, args)
+            continue
         keys = fields.setdefault(module, _argument_fields(module))
         for arg in args:
             if arg in ("--help", "-h"):
