@@ -20,6 +20,7 @@ from tinytracker.quant.brevitas import BrevitasNet, calibrate
 from tinytracker.quant.checkpoints import CheckpointKindError
 from tinytracker.quant.folding import fold_batchnorm
 from tinytracker.quant.scheme import QuantScheme
+from tinytracker.quant.swap import output_layer
 from tinytracker.quant.training import validate_quant_config
 
 # In-process training here: one torch thread, so a second job on 2 cores does not thrash.
@@ -42,7 +43,8 @@ def _trained_float(cls=TinyTracker, **kwargs) -> nn.Module:
     with torch.no_grad():
         for _ in range(3):
             net(*_inputs(net, 8))
-        net.head.weight.mul_(20.0)
+        last = net.head[-1] if isinstance(net.head, nn.Sequential) else net.head  # late: MLP
+        last.weight.mul_(20.0)
     return net.eval()
 
 
@@ -188,6 +190,61 @@ def test_checkpoint_reloads_from_its_config(tmp_path):
     module.eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded.net(*x), module.net(*x), atol=0, rtol=0)
+
+
+class _FreshOutput(nn.Module):
+    """Its output is a new tensor made after its layer's output was freed, like the late net's
+    ``cat(features, face_box)``: CPython then reuses the freed tensor's memory, and its id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+        return torch.cat((self.fc(x) * 2, box), dim=1)
+
+
+def test_output_layer_is_the_layer_whose_output_is_returned():
+    """Deterministic: without identity matching, fc (freed, id reused by cat) is returned."""
+    inputs = (torch.zeros(1, 4), torch.zeros(1, 2))
+    assert [output_layer(_FreshOutput(), inputs) for _ in range(10)] == [None] * 10
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2), nn.Dropout()).eval()
+    assert output_layer(net, inputs[:1]) is net[2]
+
+
+def test_late_qat_checkpoint_of_the_training_flow_reloads(tmp_path):
+    """``model.position=late`` built, calibrated and fine-tuned as ``quant/training.py`` does:
+    its checkpoint reloads strictly and computes the same. The sensor's last layer
+    (``channel_reduce``, read by ``fc``) quantizes its own output: the net's output is the
+    concatenation with the face box, no layer's output; that used to be decided by ``id()`` of
+    freed tensors, so a run could build another net than its checkpoint's config."""
+    float_cfg = {"_target_": "tinytracker.models.TinyTracker", "image_size": 64,
+                 "position": "late"}
+    float_net = _trained_float(image_size=64, position="late")
+    scheme = QuantScheme.from_kwargs({})
+    module = GazeModule(net=scheme.net_config(float_cfg), input_spec={"face_size": 64})
+    module.net.load_float_weights(float_net)
+    batches = [{k: x for k, x in zip(float_net.input_keys, _inputs(float_net, 8), strict=True)}
+               for _ in range(2)]
+    calibrate(module, batches)
+    module.train()
+    loss = module(batches[0]).square().mean()
+    loss.backward()
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.grad is not None:
+                p.sub_(1e-3 * p.grad)
+    reduce = module.net.net.channel_reduce
+    assert reduce.output_quant.is_quant_enabled
+    assert module.net.net.fc[0].input_quant is reduce.output_quant  # int32 bias of fc
+    path = tmp_path / "late.ckpt"
+    ckpt = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(ckpt)
+    torch.save(ckpt, path)
+    loaded = module_from_checkpoint(path)  # strict: every quantizer scale is in the file
+    module.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batches[1]), module(batches[1]), atol=0, rtol=0)
 
 
 def test_quantized_target_names_the_wrapper():

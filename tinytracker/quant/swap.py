@@ -210,10 +210,16 @@ def _quiet_brevitas() -> Iterator[None]:
 
 
 def output_layer(net: nn.Module, inputs: tuple[torch.Tensor, ...]) -> nn.Module | None:
-    """The conv/linear layer whose output *is* the net's output (``None`` if none is)."""
-    outputs: dict[int, nn.Module] = {}
+    """The conv/linear layer whose output *is* the net's output (``None`` if none is).
+
+    Outputs are matched by identity and kept alive during the pass: matched by ``id()`` alone,
+    a freed layer output's id is reused by a later tensor (the late net's
+    ``cat(features, face_box)``), and which layer lost its output quantizer depended on memory
+    reuse, so a run could build another net than the one its checkpoint's config rebuilds.
+    """
+    outputs: list[tuple[torch.Tensor, nn.Module]] = []
     hooks = [
-        m.register_forward_hook(lambda mod, _i, out: outputs.__setitem__(id(out), mod))
+        m.register_forward_hook(lambda mod, _i, out: outputs.append((out, mod)))
         for m in net.modules()
         if isinstance(m, (nn.Conv2d, nn.Linear))
     ]
@@ -223,7 +229,7 @@ def output_layer(net: nn.Module, inputs: tuple[torch.Tensor, ...]) -> nn.Module 
     finally:
         for h in hooks:
             h.remove()
-    return outputs.get(id(out))
+    return next((mod for produced, mod in reversed(outputs) if produced is out), None)
 
 
 def check_fully_quantized(net: nn.Module) -> None:
