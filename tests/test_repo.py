@@ -26,8 +26,8 @@ def _readme_commands() -> list[str]:
 
 # The README's two test commands: the full suite (what CI runs, with the slowest tests listed)
 # and the quick tier to run after every change.
-FULL_TESTS = ".venv/bin/python -m pytest --durations=15"
-QUICK_TESTS = '.venv/bin/python -m pytest -m "not slow"'
+FULL_TESTS = ".venv/bin/python -m pytest -n 2 --dist loadfile --durations=15"
+QUICK_TESTS = '.venv/bin/python -m pytest -n 2 --dist loadfile -m "not slow"'
 
 
 def test_ci_runs_the_readme_install_and_test_commands():
