@@ -339,6 +339,7 @@ def test_ablation_table_reads_qat_and_export_numbers(tmp_path):
                 (where / "export.json").write_text(json.dumps({
                     "format": "imx500", "checkpoint": str(run / "checkpoints" / "best.ckpt"),
                     "test/error_cm": float_err[position][seed] + 0.125,
+                    "imx500/emulated_test_error_cm": float_err[position][seed] + 0.1875,
                     "imx500/memory_usage_bytes": 512 * 1024 * (2 if position == "input" else 1)}))
             job += 1
     out = tmp_path / "report"
@@ -348,18 +349,21 @@ def test_ablation_table_reads_qat_and_export_numbers(tmp_path):
     assert md in proc.stdout  # the table the command prints
     header = next(ln for ln in md.splitlines() if ln.startswith("| # |"))
     assert header == ("| # | runs | seeds | float error (cm) | QAT INT8 error (cm) | "
-                      "IMX500-bound error (cm) | params | MACs | IMX500 memory (KB) | model | "
+                      "IMX500 MCT error (cm) | emulated camera error (cm) | params | MACs | "
+                      "IMX500 memory (KB) | model | "
                       "overrides |")
     rows = _table_rows(md)
     assert [r[1] for r in rows] == ["0 2 4", "1 3 5"]  # by float error: input first
     mean, std = _mean_std(float_err["input"])
-    assert rows[0][3:9] == [f"{mean:.3f} ± {std:.3f} (3)",
-                             f"{mean + 0.0625:.3f} ± {std:.3f} (3)",
-                             f"{mean + 0.125:.3f} ± {std:.3f} (3)",
-                             "200.00k", "2.00M", "1024.0"]
+    assert rows[0][3:10] == [f"{mean:.3f} ± {std:.3f} (3)",
+                              f"{mean + 0.0625:.3f} ± {std:.3f} (3)",
+                              f"{mean + 0.125:.3f} ± {std:.3f} (3)",
+                              f"{mean + 0.1875:.3f} ± {std:.3f} (3)",
+                              "200.00k", "2.00M", "1024.0"]
     mean, std = _mean_std(float_err["late"][:2])
     assert rows[1][5] == f"{mean + 0.125:.3f} ± {std:.3f} (2 of 3)"  # one seed not exported
-    assert rows[1][6:9] == ["200.00k", "2.00M", "512.0 (2 of 3)"]  # every run has params
+    assert rows[1][6] == f"{mean + 0.1875:.3f} ± {std:.3f} (2 of 3)"
+    assert rows[1][7:10] == ["200.00k", "2.00M", "512.0 (2 of 3)"]  # every run has params
     assert (out / "pareto.md").is_file()
 
 

@@ -36,8 +36,8 @@ class ReportConfig:
     references: bool = True     # the TinyTracker and iTracker paper points (GazeCapture)
     title: str = "Gaze error vs INT8 model size"
     # pareto: the front's configurations (pareto.md); ablation: every configuration with float,
-    # QAT INT8 and IMX500-bound error, params, MACs, IMX500 memory (ablation.md). The metric
-    # keys each reads: tinytracker/report/columns.py.
+    # QAT INT8, IMX500 MCT and emulated camera error, params, MACs, IMX500 memory
+    # (ablation.md). The metric keys each reads: tinytracker/report/columns.py.
     table: str = "pareto"
     # metric keys replacing the table's columns: metrics.json keys, or export/<format>/<key>
     # from the run's export.json; key1|key2 takes each run's first present

@@ -13,7 +13,10 @@ k/M/G), so a user's own column prints like the presets' do. Presets (``table=``)
     float test error (``test/error_cm_float_reference``, which a QAT/PTQ run writes, else a
     float run's ``test/error_cm``); QAT INT8 error (``test/error_cm`` of runs with
     ``quant/mode`` = ``qat``); IMX500-bound error (``export/imx500/test/error_cm``: the
-    MCT-quantized model that ``format=imx500`` evaluates on the test split); ``model/params``;
+    MCT-quantized model that ``format=imx500`` evaluates on the test split's crops); emulated
+    camera error (``export/imx500/imx500/emulated_test_error_cm``: the ROI on the full frame,
+    the ISP's scaling, the input as ``dnnParams.xml`` quantises it, the MCT graph in ONNX
+    Runtime, then the host head); ``model/params``;
     ``model/macs``; IMX500 memory (``export/imx500/imx500/memory_usage_bytes``, the
     converter's memory report).
 
@@ -120,8 +123,10 @@ def _ablation() -> TableSpec:
                ("test/error_cm_float_reference", "test/error_cm"), "cm"),
         Column("QAT INT8 error (cm)", "qat_int8_error_cm", ("test/error_cm",), "cm",
                when=("quant/mode", "qat")),
-        Column("IMX500-bound error (cm)", "imx500_error_cm", ("export/imx500/test/error_cm",),
+        Column("IMX500 MCT error (cm)", "imx500_error_cm", ("export/imx500/test/error_cm",),
                "cm"),
+        Column("emulated camera error (cm)", "emulated_camera_error_cm",
+               ("export/imx500/imx500/emulated_test_error_cm",), "cm"),
         Column("params", "params", ("model/params",), "count"),
         Column("MACs", "macs", ("model/macs",), "count"),
         Column("IMX500 memory (KB)", "imx500_memory_bytes",
