@@ -25,8 +25,8 @@ test error (``test/error_cm_float_reference``, else ``test/error_cm``), QAT INT8
 IMX500 memory (``export/imx500/imx500/memory_usage_bytes``). ``export/<format>/<key>`` is
 ``<key>`` of the ``export.json`` made from the run: one whose ``checkpoint`` lies in the run
 directory, or that lies in it itself, found anywhere under ``runs=``.
-``columns=[key,key1|key2,...]`` replaces the table's metric columns (``key1|key2``: each run's first present); a value no run
-of a configuration has prints ``—``.
+``columns=[key,key1|key2,...]`` replaces the table's metric columns (``key1|key2``: each
+run's first present); a value no run of a configuration has prints ``—``.
 """
 
 from __future__ import annotations
