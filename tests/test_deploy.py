@@ -336,6 +336,40 @@ def test_head_file_round_trip_and_parity_with_torch(tmp_path):
     assert np.abs(expected).max() > 0.01  # a real signal, not all zeros
 
 
+def test_film_head_file_matches_torch_late_head(tmp_path):
+    """The default late head (LateHead: the box modulates the features) runs in numpy as in
+    PyTorch, and a head file without film (format 1's layout) still reads as a plain MLP."""
+    from tinytracker.deploy.head import layers_from_module
+    from tinytracker.models.regressor import LateHead
+
+    torch.manual_seed(0)
+    module = LateHead(16, 32).eval()
+    with torch.no_grad():  # zero-initialised film: give it weights that matter
+        module.film.weight.normal_(0, 0.5)
+        module.film.bias.normal_(0, 0.5)
+    weights, biases, relu, film = layers_from_module(module)
+    assert film is not None and film[0].shape == (32, 4)
+    head = load_head(save_head(tmp_path / "head.npz", weights, biases, SHA_A, relu, film))
+    assert head.film_weight is not None and head.layers() == ["linear", "relu", "linear"]
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(40, 16)).astype(np.float32)
+    box = rng.uniform(size=(40, 4)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(np.concatenate([features, box], 1))).numpy()
+    np.testing.assert_allclose(head.apply(features, box), expected, atol=1e-5, rtol=0)
+    # without the film arrays the same MLP gives other numbers: the modulation is applied
+    plain = load_head(save_head(tmp_path / "plain.npz", weights, biases, SHA_A, relu))
+    assert plain.film_weight is None
+    assert np.abs(plain.apply(features, box) - expected).max() > 0.01
+    # a header that promises film but lacks its arrays is refused by name
+    with np.load(tmp_path / "head.npz") as data:
+        arrays = {k: data[k] for k in data.files if k != "film_bias"}
+    with open(tmp_path / "broken.npz", "wb") as f:
+        np.savez(f, **arrays)
+    with pytest.raises(HeadError, match="film_bias"):
+        load_head(tmp_path / "broken.npz")
+
+
 def test_head_from_state_dict_matches_the_module(tmp_path):
     module = torch_head().eval()
     from_sd = layers_from_state_dict({f"head.{k}": v for k, v in module.state_dict().items()},

@@ -35,6 +35,7 @@ from tinytracker.deploy.roi import (
 )
 from tinytracker.export.onnx import export_onnx
 from tinytracker.models import TinyTracker, TinyTrackerS
+from tinytracker.models.regressor import LateHead
 from tinytracker.quant.brevitas import BrevitasNet, calibrate
 
 # conf/ may move into the package (tinytracker/conf/); the tests follow it
@@ -200,7 +201,9 @@ def test_each_position_trains_on_a_real_batch(real_batches, model, position):
     head = net.host_head()
     if position == "late":
         assert sensed.shape == (len(out), net.feature_dim)
-        assert all(isinstance(m, (torch.nn.Linear, torch.nn.ReLU)) for m in head)
+        assert isinstance(head, LateHead)  # the default: the box modulates the features
+        assert all(isinstance(m, (torch.nn.Linear, torch.nn.ReLU))
+                   for m in head.mlp)
         with torch.no_grad():
             again = head(torch.cat((sensed, batch["face_box"]), dim=1))
         assert torch.equal(out, again)  # bit for bit
@@ -238,7 +241,8 @@ def test_qat_wrap_quantizes_the_sensor_part_and_keeps_the_head_float(real_batche
     assert out.shape == float_out.shape
     head = q.host_head()
     if position == "late":
-        assert all(type(m) in (torch.nn.Linear, torch.nn.ReLU) for m in head)
+        assert isinstance(head, LateHead)
+        assert all(type(m) in (torch.nn.Linear, torch.nn.ReLU) for m in head.mlp)
         with torch.no_grad():
             assert torch.equal(out, head(torch.cat((sensed, batch["face_box"]), dim=1)))
     else:

@@ -1,16 +1,23 @@
 """The host head of the ``late`` choice: features + normalised ROI box -> (XCam, YCam) cm.
 
-A multilayer perceptron, run with numpy alone (the Pi has no PyTorch)::
+A multilayer perceptron, run with numpy alone (the Pi has no PyTorch). With ``film`` (the
+default head, :class:`tinytracker.models.regressor.LateHead`), the box first modulates the
+features::
 
-    x_0 = concat(features, box)                  # (N, F + 4); box = (x0, y0, x1, y1) in [0, 1]
+    b = 2 box - 1                                # box = ROI (x0, y0, x1, y1) in [0, 1]
+    gamma, beta = split(b @ film_weight.T + film_bias)        # each (N, F)
+    x_0 = concat(features * (1 + gamma) + beta, b)            # (N, F + 4)
     x_k = relu(x_{k-1} @ W_k.T + b_k)            # hidden layers, W_k: (out, in), as nn.Linear
     gaze_cm = x_{L-1} @ W_L.T + b_L              # (N, 2): XCam, YCam in cm
 
-The file is an ``.npz`` without pickles: arrays ``weight_<k>`` / ``bias_<k>`` and ``header``, a
-JSON string with ``format_version``, ``feature_dim``, ``layers`` (``"linear"``/``"relu"``, in
-order), ``formula`` and ``ckpt_sha256``: the checkpoint it was cut from, which
+Without ``film``: ``x_0 = concat(features, box)``, then the same layers.
+
+The file is an ``.npz`` without pickles: arrays ``weight_<k>`` / ``bias_<k>`` (and
+``film_weight`` ``(2F, 4)`` / ``film_bias`` ``(2F,)``) and ``header``, a JSON string with
+``format_version``, ``feature_dim``, ``film``, ``layers`` (``"linear"``/``"relu"``, in order),
+``formula`` and ``ckpt_sha256``: the checkpoint it was cut from, which
 :func:`check_checkpoint` compares with ``deploy.json``'s, so that a head never runs on another
-checkpoint's sensor graph.
+checkpoint's sensor graph. Version 1 files (no ``film``) still load.
 """
 
 from __future__ import annotations
@@ -23,10 +30,15 @@ from typing import Any
 
 import numpy as np
 
-HEAD_FORMAT_VERSION = 1
+HEAD_FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 BOX_DIM = 4
 FORMULA = ("gaze_cm = MLP(concat(features, box)); box = ROI (x0, y0, x1, y1) normalised to the "
            "sensor frame; layers as in 'layers', linear: x @ weight.T + bias, relu: max(x, 0)")
+FILM_FORMULA = ("b = 2 box - 1; gamma, beta = split(b @ film_weight.T + film_bias, 2); "
+                "gaze_cm = MLP(concat(features * (1 + gamma) + beta, b)); box = ROI (x0, y0, "
+                "x1, y1) normalised to the sensor frame; layers as in 'layers', linear: "
+                "x @ weight.T + bias, relu: max(x, 0)")
 
 
 class HeadError(ValueError):
@@ -43,8 +55,18 @@ class Head:
     relu_after: tuple[int, ...]
     feature_dim: int
     ckpt_sha256: str
+    film_weight: np.ndarray | None = None  # (2 feature_dim, 4)
+    film_bias: np.ndarray | None = None    # (2 feature_dim,)
 
     def __post_init__(self) -> None:
+        if (self.film_weight is None) != (self.film_bias is None):
+            raise HeadError("film_weight and film_bias come together")
+        if self.film_weight is not None and (
+                self.film_weight.shape != (2 * self.feature_dim, BOX_DIM)
+                or self.film_bias.shape != (2 * self.feature_dim,)):
+            raise HeadError(f"film weight {self.film_weight.shape} / bias "
+                            f"{self.film_bias.shape}: expected ({2 * self.feature_dim}, "
+                            f"{BOX_DIM}) and ({2 * self.feature_dim},)")
         expected_in = self.feature_dim + BOX_DIM
         for k, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             if w.ndim != 2 or b.shape != (w.shape[0],) or w.shape[1] != expected_in:
@@ -63,6 +85,11 @@ class Head:
                 or len(features) != len(box):
             raise HeadError(f"expected features (N, {self.feature_dim}) and box (N, {BOX_DIM}), "
                             f"got {features.shape} and {box.shape}")
+        if self.film_weight is not None:
+            box = 2 * box - 1
+            film = box @ self.film_weight.T.astype(np.float64) + self.film_bias.astype(np.float64)
+            gamma, beta = film[:, :self.feature_dim], film[:, self.feature_dim:]
+            features = features * (1 + gamma) + beta
         x = np.concatenate([features, box], axis=1)
         for k, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             x = x @ w.T.astype(np.float64) + b.astype(np.float64)
@@ -81,20 +108,28 @@ class Head:
 
 
 def save_head(path: Path | str, weights: Sequence[np.ndarray], biases: Sequence[np.ndarray],
-              ckpt_sha256: str, relu_after: Sequence[int] | None = None) -> Path:
+              ckpt_sha256: str, relu_after: Sequence[int] | None = None,
+              film: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
     """Write a head file. ``relu_after``: default a ReLU after every layer but the last (an
     ``nn.Sequential(Linear, ReLU, ..., Linear)``). ``feature_dim`` follows from the first weight.
+    ``film``: ``(film_weight, film_bias)`` of a :class:`~tinytracker.models.regressor.LateHead`.
     """
     weights = tuple(np.asarray(w, dtype=np.float32) for w in weights)
     biases = tuple(np.asarray(b, dtype=np.float32) for b in biases)
     relu = tuple(range(len(weights) - 1)) if relu_after is None else tuple(relu_after)
     if not weights:
         raise HeadError("a head needs at least one linear layer")
-    head = Head(weights, biases, relu, int(weights[0].shape[1]) - BOX_DIM, ckpt_sha256)
+    film_arrays = (None, None) if film is None else tuple(
+        np.asarray(a, dtype=np.float32) for a in film)
+    head = Head(weights, biases, relu, int(weights[0].shape[1]) - BOX_DIM, ckpt_sha256,
+                *film_arrays)
     header = {"format_version": HEAD_FORMAT_VERSION, "feature_dim": head.feature_dim,
-              "layers": head.layers(), "formula": FORMULA, "ckpt_sha256": ckpt_sha256}
+              "film": film is not None, "layers": head.layers(),
+              "formula": FORMULA if film is None else FILM_FORMULA, "ckpt_sha256": ckpt_sha256}
     arrays = {f"weight_{k}": w for k, w in enumerate(weights)}
     arrays |= {f"bias_{k}": b for k, b in enumerate(biases)}
+    if film is not None:
+        arrays |= {"film_weight": film_arrays[0], "film_bias": film_arrays[1]}
     path = Path(path)
     with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to other names
         np.savez(f, header=np.array(json.dumps(header)), **arrays)
@@ -111,13 +146,17 @@ def load_head(path: Path | str) -> Head:
         raise HeadError(f"{path}: not a readable head file (.npz): {err}") from err
     header = _header(arrays, path)
     n = sum(1 for layer in header["layers"] if layer == "linear")
+    film = bool(header.get("film", False))
     missing = [k for i in range(n) for k in (f"weight_{i}", f"bias_{i}") if k not in arrays]
+    missing += [k for k in ("film_weight", "film_bias") if film and k not in arrays]
     if missing:
-        raise HeadError(f"{path}: header lists {n} linear layers but arrays {missing} are absent")
+        raise HeadError(f"{path}: header lists {n} linear layers"
+                        f"{' and film' if film else ''} but arrays {missing} are absent")
     head = Head(tuple(arrays[f"weight_{i}"] for i in range(n)),
                 tuple(arrays[f"bias_{i}"] for i in range(n)),
                 _relu_after(header["layers"], path), int(header["feature_dim"]),
-                str(header["ckpt_sha256"]))
+                str(header["ckpt_sha256"]),
+                arrays["film_weight"] if film else None, arrays["film_bias"] if film else None)
     return head
 
 
@@ -131,9 +170,10 @@ def _header(arrays: Mapping[str, np.ndarray], path: Path) -> dict[str, Any]:
     for key in ("format_version", "feature_dim", "layers", "ckpt_sha256"):
         if key not in header:
             raise HeadError(f"{path}: header lacks key {key!r}")
-    if header["format_version"] != HEAD_FORMAT_VERSION:
+    if header["format_version"] not in READABLE_VERSIONS:
         raise HeadError(f"{path}: header key 'format_version' is {header['format_version']!r}; "
-                        f"this tinytracker reads {HEAD_FORMAT_VERSION}: export again")
+                        f"this tinytracker reads {', '.join(map(str, READABLE_VERSIONS))}: "
+                        "export again")
     return header
 
 
@@ -159,6 +199,19 @@ def check_checkpoint(head: Head, ckpt_sha256: str, head_path: Path | str,
             f"the head {head_path} belongs to checkpoint sha256 {head.ckpt_sha256} but "
             f"{manifest_path} (and its sensor graph) to checkpoint sha256 {ckpt_sha256}; export "
             "both from the same checkpoint (python -m tinytracker.export format=imx500)")
+
+
+def layers_from_module(module: Any) -> tuple[list[np.ndarray], list[np.ndarray], list[int],
+                                             tuple[np.ndarray, np.ndarray] | None]:
+    """:func:`layers_from_sequential` of a host head, and its ``film`` arrays: a
+    :class:`~tinytracker.models.regressor.LateHead` (``film`` and ``mlp``) or a plain
+    ``nn.Sequential`` (``film`` None)."""
+    film_layer = getattr(module, "film", None)
+    if film_layer is None:
+        return (*layers_from_sequential(module), None)
+    film = (film_layer.weight.detach().cpu().double().numpy(),
+            film_layer.bias.detach().cpu().double().numpy())
+    return (*layers_from_sequential(module.mlp), film)
 
 
 def layers_from_sequential(module: Any) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:

@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from tinytracker.deploy.decode import parse_dnn_params
-from tinytracker.deploy.head import Head, layers_from_sequential, load_head, save_head
+from tinytracker.deploy.head import Head, layers_from_module, load_head, save_head
 from tinytracker.deploy.manifest import (
     FILE_NAME,
     Manifest,
@@ -37,7 +37,7 @@ class SensorPart:
 
     net: nn.Module
     input_keys: tuple[str, ...]
-    host_head: nn.Sequential | None
+    host_head: nn.Module | None
 
 
 def sensor_part(float_net: nn.Module, ckpt_path: str) -> SensorPart:
@@ -68,8 +68,8 @@ def write_camera_files(part: SensorPart, dnn_params: Path, input_spec: dict[str,
     sha = file_sha256(ckpt_path)
     head = None
     if part.host_head is not None:
-        weights, biases, relu = layers_from_sequential(part.host_head)
-        head = load_head(save_head(out_dir / HEAD_FILE, weights, biases, sha, relu))
+        weights, biases, relu, film = layers_from_module(part.host_head)
+        head = load_head(save_head(out_dir / HEAD_FILE, weights, biases, sha, relu, film))
     manifest = manifest_for_export(
         parse_dnn_params(dnn_params), dnn_params,
         input_format="Y" if input_spec.get("grey") else "RGB",

@@ -9,8 +9,9 @@ Both map a face crop to the gaze point in centimetres, GazeCapture camera coordi
 * ``none``: face pixels only.
 * ``late``: the face box ``(x0, y0, x1, y1)`` in [0, 1] of the frame (the ROI the host set)
   joins after the sensor part: :meth:`GazeRegressor.sensor_net` maps the face to the
-  penultimate features ``(B, feature_dim)``, and :meth:`GazeRegressor.host_head` (Linear/ReLU,
-  float, for the host's CPU) maps ``cat(features, face_box)`` to gaze.
+  penultimate features ``(B, feature_dim)``, and :meth:`GazeRegressor.host_head` (float, for
+  the host's CPU) maps ``cat(features, face_box)`` to gaze: a Linear/ReLU MLP, by default
+  after the box modulates the features (:class:`LateHead`, ``late_film``).
 * ``frame``: the whole camera frame scaled to ``S x S``, with constant coordinate channels
   (x and y over [-1, 1]: the grid embedding of a face filling the frame) baked into the net.
 """
@@ -36,6 +37,39 @@ FACE_BOX_SIZE = 4  # (x0, y0, x1, y1)
 FRAME_GRID_RANGE = (-1.0, 1.0)
 _INPUT_KEYS = {"input": ("face", "grid_embedding"), "none": ("face",),
                "late": ("face", "face_box"), "frame": ("frame",)}
+
+
+class LateHead(nn.Module):
+    """The host head of ``position=late`` with ``late_film``: the box modulates the features.
+
+    ``x = cat(features, face_box)``; with ``b = 2 face_box - 1`` (the box in [-1, 1]) and
+    ``(gamma, beta) = film(b)`` (one Linear, ``4 -> 2 feature_dim``, initialised to zero)::
+
+        gaze = mlp(cat(features * (1 + gamma) + beta, b))
+
+    Where the face is sets how its appearance maps to the screen (the gaze point is the eye's
+    position plus its distance times the gaze direction: a product of what the box and the
+    pixels tell), which a ReLU MLP on ``cat(features, box)`` fits poorly: on the default
+    synthetic set, 1.75 cm against 1.20 cm with the modulation (one seed each, 20 epochs, the
+    same recipe; ``position=input`` 1.20 cm). numpy twin: :mod:`tinytracker.deploy.head`.
+    """
+
+    def __init__(self, feature_dim: int, late_hidden: int) -> None:
+        super().__init__()
+        self.feature_dim = feature_dim
+        self.film = nn.Linear(FACE_BOX_SIZE, 2 * feature_dim)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+        width = feature_dim + FACE_BOX_SIZE
+        self.mlp = (nn.Sequential(nn.Linear(width, late_hidden), nn.ReLU(),
+                                  nn.Linear(late_hidden, 2))
+                    if late_hidden else nn.Sequential(nn.Linear(width, 2)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features, box = x[:, :self.feature_dim], x[:, self.feature_dim:]
+        b = box * 2 - 1
+        gamma, beta = self.film(b).chunk(2, dim=1)
+        return self.mlp(torch.cat((features * (1 + gamma) + beta, b), dim=1))
 
 
 def resolve_position(position: str | None, grid_embedding: bool) -> str:
@@ -141,13 +175,16 @@ class GazeRegressor(nn.Module):
         """The inputs of the on-sensor graph: ``input_keys`` less the host's ``face_box``."""
         return tuple(k for k in self.input_keys if k != "face_box")
 
-    def _head(self, feature_dim: int, late_hidden: int) -> nn.Module:
+    def _head(self, feature_dim: int, late_hidden: int, late_film: bool = False) -> nn.Module:
         """The output head: ``Linear(feature_dim, 2)``; for ``late``, the host head on
-        ``cat(features, face_box)``: ``late_hidden`` ReLU units, then 2 (0: one Linear)."""
+        ``cat(features, face_box)``: ``late_hidden`` ReLU units, then 2 (0: one Linear), after
+        the box's modulation of the features with ``late_film`` (:class:`LateHead`)."""
         if self.position != "late":
             return nn.Linear(feature_dim, 2)
         if late_hidden:
             check_positive_int("late_hidden", late_hidden)
+        if late_film:
+            return LateHead(feature_dim, late_hidden)
         width = feature_dim + FACE_BOX_SIZE
         if not late_hidden:
             return nn.Sequential(nn.Linear(width, 2))
@@ -157,7 +194,7 @@ class GazeRegressor(nn.Module):
         """The part that runs on the IMX500 (:class:`SensorNet`, sharing these layers)."""
         return SensorNet(self)
 
-    def host_head(self) -> nn.Sequential | None:
+    def host_head(self) -> nn.Module | None:
         """``late``: the host head, ``cat(features, face_box) (B, D+4) -> (B, 2)`` cm; else
         ``None`` (the sensor part outputs gaze itself)."""
         return self.head if self.position == "late" else None

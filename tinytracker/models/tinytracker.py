@@ -56,6 +56,9 @@ class TinyTracker(GazeRegressor):
             ``none``, ``late`` or ``frame`` (:mod:`tinytracker.models.regressor`); ``None``
             follows ``grid_embedding`` (checkpoints from before the key).
         late_hidden: ReLU units of the host head for ``position="late"`` (0: one Linear).
+        late_film: ``position="late"``: the face box modulates the features before the host
+            head's MLP (:class:`~tinytracker.models.regressor.LateHead`). False (checkpoints
+            from before it): the MLP alone, on ``cat(features, face_box)``.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class TinyTracker(GazeRegressor):
         padding: str = "symmetric",
         position: str | None = None,
         late_hidden: int = 64,
+        late_film: bool = False,
     ) -> None:
         super().__init__(in_channels, grid_embedding, image_size, output_activation,
                          output_scale_cm, padding, position)
@@ -82,7 +86,7 @@ class TinyTracker(GazeRegressor):
         flat = 2 * self.backbone.output_size(image_size) ** 2
         self.fc = nn.Sequential(nn.Linear(flat, self.feature_dim), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(dropout)
-        self.head = self._head(self.feature_dim, late_hidden)
+        self.head = self._head(self.feature_dim, late_hidden, late_film)
         self._apply_padding_mode()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,8 +130,8 @@ class TinyTrackerS(GazeRegressor):
     ``baked_grid_embedding=True`` reproduces the released file's constant grid: the embedding
     is the ``baked_grid`` buffer ``(2, S, S)`` (saved with the weights; initialised to the
     linspaces above) and ``input_keys`` is just ``("face",)`` (``position="input"`` only).
-    ``position`` and ``late_hidden``: as :class:`TinyTracker`; every choice fits this design
-    (global pooling, so ``frame`` at any size).
+    ``position``, ``late_hidden`` and ``late_film``: as :class:`TinyTracker`; every choice
+    fits this design (global pooling, so ``frame`` at any size).
     """
 
     def __init__(
@@ -143,6 +147,7 @@ class TinyTrackerS(GazeRegressor):
         baked_grid_embedding: bool = False,
         position: str | None = None,
         late_hidden: int = 64,
+        late_film: bool = False,
     ) -> None:
         super().__init__(in_channels, grid_embedding, image_size, output_activation,
                          output_scale_cm, padding, position)
@@ -153,7 +158,7 @@ class TinyTrackerS(GazeRegressor):
             nn.Linear(self.backbone.out_channels, self.feature_dim), nn.ReLU(inplace=True)
         )
         self.dropout = nn.Dropout(dropout)
-        self.head = self._head(self.feature_dim, late_hidden)
+        self.head = self._head(self.feature_dim, late_hidden, late_film)
         if baked_grid_embedding:
             self._bake_grid_embedding()
         self._apply_padding_mode()
