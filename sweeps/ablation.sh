@@ -7,7 +7,7 @@
 # 1. TinyTracker x model.position={input,none,late,frame} x seed={0,1,2}, each a QAT run
 #    (+experiment=qat: the float model is trained and tested as the reference, then fine-tuned
 #    with quantization in the loop), into OUT_DIR/tinytracker/<job>/;
-# 2. TinyTrackerS (96x96 grey) x model.position={input,late} x seed={0,1,2}, into
+# 2. TinyTrackerS (96x96 grey) x model.position=late x seed={0,1,2}, into
 #    OUT_DIR/tinytracker_s/<job>/;
 # 3. every one-input QAT checkpoint exported with format=imx500 (Sony's MCT and the real
 #    converter; the emulated camera's test error) into <run>/imx500_export/; `input` runs have
@@ -34,7 +34,7 @@ if [ -e "$OUT/report" ] || [ -e "$OUT/tinytracker" ] || [ -e "$OUT/tinytracker_s
 else
   "$PY" -m tinytracker.train -m +experiment=qat model.position=input,none,late,frame \
     "seed=$SEEDS" "out_dir=$OUT/tinytracker" "$@"
-  "$PY" -m tinytracker.train -m '+experiment=[qat,tinytracker_s]' model.position=input,late \
+  "$PY" -m tinytracker.train -m '+experiment=[qat,tinytracker_s]' model.position=late \
     "seed=$SEEDS" "out_dir=$OUT/tinytracker_s" "$@"
 fi
 
