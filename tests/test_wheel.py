@@ -97,3 +97,5 @@ def test_installed_wheel_runs_from_another_directory(wheel_python, tmp_path, cac
                f"out_dir={out}", cwd=elsewhere, env=CLEAN_ENV, python=python)
     metrics = read_metrics(out)
     assert metrics["model/name"] == "tinytracker" and metrics["test/error_cm"] > 0
+    # no repository around an installed wheel: the run says so instead of failing
+    assert metrics["git/commit"] is None and metrics["git/dirty"] is None

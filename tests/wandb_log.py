@@ -104,3 +104,13 @@ def read_wandb_artifacts(run_dir: str | os.PathLike) -> list[Any]:
     """The artifacts a W&B run logged (``ArtifactRecord`` messages), in order."""
     return [r.artifact for r in read_wandb_records(run_log(run_dir))
             if r.WhichOneof("record_type") == "artifact"]
+
+
+def read_wandb_run(run_dir: str | os.PathLike) -> Any:
+    """The run's own record (``RunRecord``: id, project, ``tags``, ...), from its ``.wandb``
+    log; the last one, as a resumed run writes another."""
+    runs = [r.run for r in read_wandb_records(run_log(run_dir))
+            if r.WhichOneof("record_type") == "run"]
+    if not runs:
+        raise ValueError(f"{run_dir} logged no run record")
+    return runs[-1]

@@ -40,6 +40,18 @@ def _wandb_default_mode() -> str:
     return "online" if os.environ.get("WANDB_SWEEP_ID") else "offline"
 
 
+DEBUG_TAG = "debug"
+
+
+def run_tags(tags: Any, debug_run: Any = None) -> list[str]:
+    """The tags a run is recorded with (W&B tags, metrics.json ``tags``): ``tags``, plus
+    ``debug`` for a debug run (``debug=<name>``), so it is never read as a result."""
+    names = [str(t) for t in (tags or [])]
+    if debug_run is not None and DEBUG_TAG not in names:
+        names.append(DEBUG_TAG)
+    return names
+
+
 def register_resolvers() -> None:
     """Resolvers used in ``conf/`` (idempotent)."""
     if not OmegaConf.has_resolver("channels"):
@@ -48,6 +60,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("wandb_default_mode", _wandb_default_mode)
     if not OmegaConf.has_resolver("grid_embedding_for"):
         OmegaConf.register_new_resolver("grid_embedding_for", _grid_embedding_for)
+    if not OmegaConf.has_resolver("run_tags"):
+        OmegaConf.register_new_resolver("run_tags", run_tags)
     if not OmegaConf.has_resolver("process_log_suffix"):
         OmegaConf.register_new_resolver("process_log_suffix", process_log_suffix)
 
@@ -84,6 +98,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     if int(_get(cfg, "data.num_workers") or 0) < 0:
         raise ConfigError(f"data.num_workers must be >= 0, got {cfg.data.num_workers}")
     _metric_names(cfg)
+    _tags(cfg)
     _position(cfg)
     lr = _get(cfg, "model.optimizer.lr")
     if lr is not None and not float(lr) > 0:
@@ -104,6 +119,15 @@ def _position(cfg: DictConfig) -> None:
                           f"model.position={position}: the grid embedding is an input only for "
                           "model.position=input; leave data.grid_embedding unset (it follows "
                           f"model.position) or set it to {str(position == 'input').lower()}")
+
+
+def _tags(cfg: DictConfig) -> None:
+    tags = _get(cfg, "tags")
+    if tags is None:
+        return
+    if not OmegaConf.is_list(tags) or not all(isinstance(t, str) and t for t in tags):
+        raise ConfigError(f"tags must be a list of words, e.g. tags=[baseline,lr3e-3] "
+                          f"(tags=[one] for a single tag), got {tags!r}")
 
 
 def _metric_names(cfg: DictConfig) -> None:

@@ -1,8 +1,8 @@
 """Train and test a gaze model: ``python -m tinytracker.train [group=option] [key=value ...]``.
 
 The story: validate config -> seed -> datamodule -> model -> callbacks and loggers -> trainer
--> fit -> test the best checkpoint -> ``metrics.json`` + W&B summary -> return the optimised
-metric (for Hydra sweepers).
+-> fit -> test the best checkpoint -> ``metrics.json`` + W&B summary -> a printed summary ->
+return the optimised metric (for Hydra sweepers).
 """
 
 from __future__ import annotations
@@ -25,15 +25,20 @@ from tinytracker.config import (
     ConfigError,
     check_input_shapes,
     check_launch,
+    run_tags,
     validate_train_config,
 )
 from tinytracker.data.dataset import input_shapes
+from tinytracker.locations import source_checkout
 from tinytracker.models.checkpoint import CheckpointError, load_checkpoint
 from tinytracker.models.footprint import footprint
 from tinytracker.tracking import (
+    format_run_summary,
+    git_state,
     log_checkpoint_artifact,
     log_summary,
     start_wandb,
+    wandb_run_locations,
     write_metrics,
 )
 
@@ -83,14 +88,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      **trainer_overrides)
     check_launch(trainer)
+    git = git_state(source_checkout())
     resolved = OmegaConf.to_container(cfg, resolve=True)
     start_wandb(loggers)
-    for lg in loggers:
-        lg.log_hyperparams(resolved)
+    for lg in loggers:  # W&B config: git.commit, git.dirty
+        lg.log_hyperparams({**resolved, "git": {k.split("/")[1]: v for k, v in git.items()}})
 
     if fine_tune:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_s = time.perf_counter() - t0
+    # the last epoch's training error (testing resets the trainer's metrics)
+    train_error = trainer.callback_metrics.get("train/error_cm") if fine_tune else None
 
     ckpt_cb = trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") or ""
@@ -105,7 +113,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint_last": getattr(ckpt_cb, "last_model_path", "") or None,
         "train/epochs": trainer.current_epoch,
         "train/fit_s": fit_s,
+        "tags": run_tags(cfg.get("tags"), cfg.get("debug_run")),
+        "debug_run": cfg.get("debug_run"),
+        **git,
     }
+    if train_error is not None:
+        metrics["train/error_cm"] = float(train_error)
     if ckpt_cb is not None and getattr(ckpt_cb, "best_model_score", None) is not None:
         metrics["val/error_cm"] = float(ckpt_cb.best_model_score)
     elif "val/error_cm" in trainer.callback_metrics:
@@ -119,6 +132,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["test/error_cm"] = float(results[0]["test/error_cm"])
         metrics["test/frames"] = int(results[0]["test/frames"])
         metrics["baseline/mean_predictor_error_cm"] = datamodule.mean_predictor_error_cm("test")
+        metrics["baseline/irreducible_error_cm"] = datamodule.irreducible_error_cm()
 
     # A quantized net declares the bit width of each weight kernel (kernel_bits).
     fp = footprint(module.net, {k: shapes[k] for k in module.input_keys},
@@ -144,6 +158,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("metrics written to %s", path)
         log_summary(loggers, metrics)
         log_checkpoint_artifact(loggers, best, cfg.model.name)
+        log.info("%s", format_run_summary(metrics, path, wandb_run_locations(loggers)))
     for lg in loggers:
         lg.finalize("success")
     _finish_wandb(loggers)

@@ -14,6 +14,7 @@ image sizes change.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -307,6 +308,19 @@ class GazeDataModule(L.LightningDataModule):
         mean = self.index.split_of("train").gaze_cm.mean(axis=0)
         target = self.index.split_of(split).gaze_cm
         return float(np.linalg.norm(target - mean, axis=1).mean())
+
+    def irreducible_error_cm(self) -> float | None:
+        """The synthetic set's floor on its test subjects: the error of an ideal uncalibrated
+        iris reader (``reference_errors_cm.irreducible`` in its ``SYNTHETIC.json``; see
+        :mod:`tinytracker.data.synthetic`). ``None`` for real data, where no floor is known."""
+        if self.source != "synthetic":
+            return None
+        path = self._synthetic_dir() / "raw" / "SYNTHETIC.json"
+        try:
+            return float(json.loads(path.read_text())["reference_errors_cm"]["irreducible"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("no irreducible error from %s (%s)", path, err)
+            return None
 
 
 def _slug(path: Path) -> str:

@@ -38,6 +38,7 @@ NOT_CONFIGURATION = (
     "trainer.log_every_n_steps",
     "trainer.enable_model_summary",
     "tags",
+    "git",                  # the commit a run's W&B config records (tinytracker.train)
     "hydra",                # runtime fields (job number, output dir) if a config holds them
 )
 

@@ -49,6 +49,19 @@ def log_summary(loggers: list, metrics: dict[str, Any]) -> None:
             run.summary[key] = jsonable(value)
 
 
+def wandb_run_locations(loggers: list) -> list[str]:
+    """Where each W&B run is: its URL online; offline, its local directory and how to upload it."""
+    places = []
+    for lg in wandb_loggers(loggers):
+        run = lg.experiment
+        if getattr(run, "offline", False):
+            run_dir = Path(run.dir).parent
+            places.append(f"{run_dir} (offline; upload with: wandb sync {run_dir})")
+        else:
+            places.append(str(getattr(run, "url", None) or Path(run.dir).parent))
+    return places
+
+
 def log_checkpoint_artifact(loggers: list, ckpt_path: str | None, name: str) -> None:
     """Attach the best checkpoint to the W&B run as a model artifact."""
     if not ckpt_path or not Path(ckpt_path).is_file():
