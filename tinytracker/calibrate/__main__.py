@@ -33,6 +33,7 @@ from tinytracker.calibrate.protocol import (
     error_curve,
     summarise,
 )
+from tinytracker.cli import refuse_overwrite
 from tinytracker.config import register_resolvers
 from tinytracker.correction.corrections import (
     MIN_POINTS,
@@ -49,6 +50,10 @@ from tinytracker.quant.checkpoints import is_quantized_net
 
 log = logging.getLogger(__name__)
 register_resolvers()
+
+# what calibrate writes into out_dir; an out_dir holding any of them needs overwrite=true
+OUTPUTS = ("calibration.json", "calibration_curve.png", "corrections.json",
+           "corrections_onnx.json", "calibration_set_processed")
 
 
 @dataclass
@@ -124,6 +129,7 @@ def model_section(model: Model, cfg: DictConfig, options: FitOptions,
 
 def calibrate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     options = validate(cfg)
+    refuse_overwrite(out_dir, OUTPUTS, bool(cfg.get("overwrite", False)))
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.calibration_set:
         from tinytracker.calibrate.calibration_set import calibrate_set
@@ -189,7 +195,8 @@ def main(cfg: DictConfig) -> None:
 
     try:
         calibrate(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except (CalibrationError, CheckpointError, FileNotFoundError, ValueError) as err:
+    except (CalibrationError, CheckpointError, FileNotFoundError, FileExistsError,
+            ValueError) as err:
         log.error("%s", err)
         raise SystemExit(f"calibrate failed: {err}") from err
 
