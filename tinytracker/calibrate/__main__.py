@@ -23,6 +23,7 @@ import hydra
 from omegaconf import DictConfig
 
 from tinytracker.assemble import checkpoint_data, spec_data
+from tinytracker.atomic import write_text
 from tinytracker.calibrate.model_outputs import checkpoint_outputs, onnx_outputs
 from tinytracker.calibrate.pattern import check_pattern_points
 from tinytracker.calibrate.plot import plot_curves
@@ -153,7 +154,7 @@ def calibrate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                                      out_dir / "calibration_curve.png",
                                      f"Per-person calibration ({cfg.split} subjects)"))
     path = out_dir / "calibration.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    write_text(path, json.dumps(result, indent=1) + "\n")
     log_summary(result, sections)
     log.info("written %s", path)
     return result

@@ -50,6 +50,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from tinytracker.atomic import building_dir, write_json
 from tinytracker.data.dataset import (
     FACE_SIZED,
     IMAGE_FIELDS,
@@ -179,19 +180,17 @@ def build_pack(index: ProcessedIndex, fields: dict[str, int], path: Path,
     """
     frame_bytes = sum(size * size * 3 for size in fields.values())
     _check_disk(path.parent, frame_bytes * len(index))
-    tmp = path.with_name(f"{path.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     t0 = time.perf_counter()
     splits = {}
-    for split in SPLITS:
-        splits[split] = _pack_split(index.split_of(split), fields, tmp, split, shard_mb,
-                                    workers, skip_bad, progress)
-    meta = {"fingerprint": expected, "source": str(index.root), "splits": splits,
-            "packed_s": round(time.perf_counter() - t0, 1)}
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+    # every shard and PACK.json land in a temporary directory that replaces `path` when
+    # whole: a killed packer leaves the earlier pack or none (its leftover is removed next time)
+    with building_dir(path) as tmp:
+        for split in SPLITS:
+            splits[split] = _pack_split(index.split_of(split), fields, tmp, split, shard_mb,
+                                        workers, skip_bad, progress)
+        meta = {"fingerprint": expected, "source": str(index.root), "splits": splits,
+                "packed_s": round(time.perf_counter() - t0, 1)}
+        write_json(tmp / META_FILE, meta, indent=1)
     return path
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from tinytracker.assemble import checkpoint_data
+from tinytracker.atomic import write_text
 from tinytracker.cli import refuse_overwrite
 from tinytracker.config import register_resolvers
 from tinytracker.data.processed import check_split
@@ -68,7 +69,7 @@ def export(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         **FORMATS[cfg.format](cfg, module, out_dir),
     }
     path = out_dir / "export.json"
-    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_text(path, json.dumps(result, indent=2, sort_keys=True) + "\n")
     log.info("export written to %s", path)
     for key in sorted(result):
         log.info("%s: %s", key, result[key])
