@@ -216,3 +216,242 @@ def test_killed_data_build_reruns_to_the_clean_cache(tmp_path):
     differing = [rel for rel in want if got[rel] != want[rel]]
     assert not differing, f"files differ from the clean build: {differing}"
     assert any(rel.endswith(".npy") for rel in want) and len(want) > 500
+
+
+# ----------------------------------------------------------------------------- files from elsewhere
+@pytest.fixture(scope="module")
+def small_sets(tmp_path_factory) -> tuple[Path, Path]:
+    """A raw set of 4 subjects x 6 frames and its processed layout."""
+    from tinytracker.data import synthetic as syn
+    from tinytracker.data.prepare import prepare
+
+    raw = tmp_path_factory.mktemp("faults") / "raw"
+    syn.generate(raw, seed=0, subjects=4, frames_per_subject=6, workers=1, progress=False)
+    prepare(raw, raw.parent / "processed")
+    return raw, raw.parent / "processed"
+
+
+def _metadata(path: Path) -> dict:
+    import scipy.io
+
+    return {k: v for k, v in scipy.io.loadmat(str(path)).items() if not k.startswith("__")}
+
+
+def _truncated(meta_path: Path) -> None:
+    meta_path.write_bytes(meta_path.read_bytes()[:400])
+
+
+def _missing_key(meta_path: Path) -> None:
+    import scipy.io
+
+    scipy.io.savemat(str(meta_path), {k: v for k, v in _metadata(meta_path).items()
+                                      if k != "labelDotYCam"})
+
+
+def _ragged_rows(meta_path: Path) -> None:
+    import scipy.io
+
+    meta = _metadata(meta_path)
+    meta["labelDotXCam"] = meta["labelDotXCam"].ravel()[:-3]
+    scipy.io.savemat(str(meta_path), meta)
+
+
+def _overlapping_splits(meta_path: Path) -> None:
+    import scipy.io
+
+    meta = _metadata(meta_path)
+    meta["labelVal"] = meta["labelVal"] | meta["labelTrain"]  # train frames also in val
+    scipy.io.savemat(str(meta_path), meta)
+
+
+def _nan_label(meta_path: Path) -> None:
+    import scipy.io
+
+    meta = _metadata(meta_path)
+    meta["labelDotYCam"] = meta["labelDotYCam"].astype(float)
+    meta["labelDotYCam"].flat[5] = float("inf")
+    scipy.io.savemat(str(meta_path), meta)
+
+
+@pytest.mark.parametrize(("damage", "expected"), [
+    (_truncated, "is not a readable MATLAB file"),
+    (_missing_key, r"lacks key\(s\) \['labelDotYCam'\]"),
+    (_ragged_rows, "every key must have one row per frame"),
+    (_overlapping_splits, "each frame must be in exactly one split"),
+    (_nan_label, "row 5 has a non-finite labelDotXCam/YCam"),
+])
+def test_bad_metadata_mat_is_named_by_the_data_module(small_sets, tmp_path, damage, expected):
+    import shutil
+
+    from tinytracker.data.datamodule import GazeDataModule
+    from tinytracker.data.processed import DataFormatError
+
+    copy = Path(shutil.copytree(small_sets[1], tmp_path / "processed"))
+    damage(copy / "metadata.mat")
+    dm = GazeDataModule(source="gazecapture", root=str(copy), cache_dir=str(tmp_path / "c"),
+                        format="jpeg")
+    with pytest.raises(DataFormatError, match=expected) as err:
+        dm.prepare_data()
+        dm.setup()
+    assert str(copy / "metadata.mat") in str(err.value)
+
+
+def _raw_copy(small_sets, tmp_path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(small_sets[0], tmp_path / "raw"))
+
+
+def test_prepare_names_a_non_finite_raw_label(small_sets, tmp_path, capsys):
+    from tinytracker.data.prepare import main as prepare
+
+    raw = _raw_copy(small_sets, tmp_path)
+    dot = raw / "00002" / "dotInfo.json"
+    values = json.loads(dot.read_text())
+    values["XCam"][0] = float("nan")  # json writes NaN, which Python's reader accepts
+    dot.write_text(json.dumps(values))
+    err = _exit_message(capsys, lambda: prepare([f"raw_dir={raw}", f"out_dir={tmp_path / 'p'}"]))
+    assert str(dot) in err and "non-finite XCam/YCam" in err
+
+
+def test_prepare_refuses_a_frame_name_outside_its_recording(small_sets, tmp_path, capsys):
+    from tinytracker.data.prepare import main as prepare
+
+    raw = _raw_copy(small_sets, tmp_path)
+    outside = raw / "00001.jpg"  # beside the recordings: never to be read as a frame
+    outside.write_bytes((raw / "00001" / "frames" / "00000.jpg").read_bytes())
+    frames = raw / "00001" / "frames.json"
+    names = json.loads(frames.read_text())
+    names[0] = "../../00001.jpg"
+    frames.write_text(json.dumps(names))
+    out = tmp_path / "p"
+    err = _exit_message(capsys, lambda: prepare([f"raw_dir={raw}", f"out_dir={out}"]))
+    assert f"{frames}: entry 0 is '../../00001.jpg', expected a frame name like" in err
+    assert not (out / "00001").exists()
+
+
+def test_prepare_names_an_empty_raw_dir(tmp_path, capsys):
+    from tinytracker.data.prepare import main as prepare
+
+    (tmp_path / "raw").mkdir()
+    err = _exit_message(capsys, lambda: prepare([f"raw_dir={tmp_path / 'raw'}",
+                                                 f"out_dir={tmp_path / 'p'}"]))
+    assert f"raw_dir {tmp_path / 'raw'} holds no recording folders" in err
+    assert "frames.json" in err  # says what is expected
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """An untrained TinyTracker checkpoint as Lightning writes one (state_dict with the
+    module's hyper_parameters): the files below are damaged copies of it."""
+    import torch
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from tinytracker.models.module import GazeModule
+
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.root_dir={REPO}"])
+    module = GazeModule(net=OmegaConf.to_container(cfg.model.net, resolve=True),
+                        input_spec={"face_size": 112, "grey": False, "mean": [0.5] * 3,
+                                    "std": [0.5] * 3, "grid_embedding": True})
+    path = tmp_path_factory.mktemp("ckpt") / "good.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "pytorch-lightning_version": "2"}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("photo") / "noise.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+                    ).save(path)
+    return path
+
+
+def _truncated_ckpt(good: Path, path: Path) -> None:
+    path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+
+
+def _plain_state_dict(good: Path, path: Path) -> None:
+    import torch
+
+    torch.save(torch.load(good, weights_only=True)["state_dict"], path)
+
+
+def _other_model(good: Path, path: Path) -> None:
+    import torch
+
+    ckpt = torch.load(good, weights_only=True)
+    ckpt["hyper_parameters"]["net"] = {"_target_": "tinytracker.models.itracker.ITracker"}
+    torch.save(ckpt, path)
+
+
+@pytest.mark.parametrize(("damage", "expected"), [
+    (_truncated_ckpt, "is not a readable PyTorch checkpoint"),
+    (_plain_state_dict, "holds a plain state_dict"),
+    (_other_model, "does not match its model config"),
+])
+def test_predict_names_a_bad_checkpoint(checkpoint, photo, tmp_path, capsys, damage, expected):
+    from tinytracker.models.checkpoint import module_from_checkpoint
+    from tinytracker.predict.__main__ import main as predict
+
+    module_from_checkpoint(checkpoint)  # the undamaged file loads
+    bad = tmp_path / "bad.ckpt"
+    damage(checkpoint, bad)
+    err = _exit_message(capsys, lambda: predict([f"ckpt_path={bad}", f"input={photo}",
+                                                 f"out_dir={tmp_path / 'out'}"]))
+    assert str(bad) in err and expected in err
+
+
+@pytest.fixture(scope="module")
+def foreign_onnx(tmp_path_factory) -> Path:
+    """An ONNX file with our input and output names but none of our metadata."""
+    import torch
+
+    class Mean(torch.nn.Module):
+        def forward(self, face: torch.Tensor) -> torch.Tensor:
+            return face.mean(dim=(2, 3))[:, :2]
+
+    path = tmp_path_factory.mktemp("onnx") / "foreign.onnx"
+    torch.onnx.export(Mean(), (torch.zeros(1, 3, 112, 112),), str(path), input_names=["face"],
+                      output_names=["gaze_cm"], dynamo=False)
+    return path
+
+
+NO_METADATA = "does not record the preprocessing ['face_size', 'grey', 'mean', 'std']"
+
+
+def test_predict_and_calibrate_name_an_onnx_file_without_our_metadata(foreign_onnx, photo,
+                                                                      tmp_path, capsys):
+    from hydra import compose, initialize_config_module
+
+    from tinytracker.calibrate.__main__ import calibrate
+    from tinytracker.predict.__main__ import main as predict
+
+    err = _exit_message(capsys, lambda: predict([f"ckpt_path={foreign_onnx}", f"input={photo}",
+                                                 f"out_dir={tmp_path / 'pred'}"]))
+    assert f"ONNX file {foreign_onnx} {NO_METADATA}" in err
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
+        cfg = compose("calibrate", overrides=[f"out_dir={tmp_path / 'cal'}",
+                                              f"paths.root_dir={REPO}",
+                                              f"onnx_path={foreign_onnx}"])
+    with pytest.raises(ValueError) as exc:
+        calibrate(cfg, tmp_path / "cal")
+    assert f"ONNX file {foreign_onnx} {NO_METADATA}" in str(exc.value)
+
+
+def test_predict_names_an_empty_folder_and_an_unreadable_video(checkpoint, tmp_path, capsys):
+    from tinytracker.predict.__main__ import main as predict
+
+    (tmp_path / "empty").mkdir()
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not a video" * 100)
+    for source, expected in ((tmp_path / "empty", "is a folder without images (.jpg"),
+                             (video, "cannot be read as a video or image")):
+        err = _exit_message(capsys, lambda s=source: predict(
+            [f"ckpt_path={checkpoint}", f"input={s}", f"out_dir={tmp_path / 'out'}"]))
+        assert f"input={source} {expected}" in err

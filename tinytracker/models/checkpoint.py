@@ -35,6 +35,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         ) from err
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
+    if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor)
+                                               for v in ckpt.values()):
+        raise CheckpointError(
+            f"{path} holds a plain state_dict (tensors only), not a checkpoint: expected a "
+            "Lightning checkpoint of python -m tinytracker.train (or tinytracker.import_tflite) "
+            "with 'state_dict' and 'hyper_parameters', which say which net the weights are for")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
     if "net" not in (ckpt.get("hyper_parameters") or {}):
