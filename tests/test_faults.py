@@ -455,3 +455,95 @@ def test_predict_names_an_empty_folder_and_an_unreadable_video(checkpoint, tmp_p
         err = _exit_message(capsys, lambda s=source: predict(
             [f"ckpt_path={checkpoint}", f"input={s}", f"out_dir={tmp_path / 'out'}"]))
         assert f"input={source} {expected}" in err
+
+
+# ----------------------------------------------------------------------------- untrusted input
+# docs/security.md lists what is trusted; each "not trusted" there has a test here.
+def _with_net(good: Path, path: Path, key: str, cfg: dict) -> Path:
+    import torch
+
+    ckpt = torch.load(good, weights_only=True)
+    ckpt["hyper_parameters"][key] = cfg
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.mark.parametrize(("key", "target"), [
+    ("net", "shutil.rmtree"),  # outside the package
+    ("net", "tinytracker.atomic.write_text"),  # ours, but a function that writes files
+    ("optimizer", "os.system"),
+])
+def test_a_checkpoint_config_cannot_call_anything_but_a_network(checkpoint, photo, tmp_path,
+                                                                capsys, key, target):
+    """Hydra's instantiate calls whatever ``_target_`` a checkpoint's config names: refused
+    before anything is built, and the victim directory survives."""
+    from tinytracker.predict.__main__ import main as predict
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    args = {"shutil.rmtree": [str(victim)], "tinytracker.atomic.write_text":
+            [str(victim / "x"), "overwritten"], "os.system": [f"rm -r {victim}"]}[target]
+    bad = _with_net(checkpoint, tmp_path / "crafted.ckpt", key,
+                    {"_target_": target, "_args_": args})
+    err = _exit_message(capsys, lambda: predict([f"ckpt_path={bad}", f"input={photo}",
+                                                 f"out_dir={tmp_path / 'out'}"]))
+    assert f"refusing to load {bad}: hyper_parameters.{key}._target_='{target}'" in err
+    assert victim.is_dir() and not (victim / "x").exists()
+
+
+def test_onnx_metadata_is_parsed_as_json_and_unknown_ops_are_refused(foreign_onnx, tmp_path):
+    import onnx
+
+    from tinytracker.data.spec import ONNX_METADATA_KEY
+    from tinytracker.onnx_runner import OnnxRunner
+
+    model = onnx.load(str(foreign_onnx))
+    onnx.helper.set_model_props(model, {ONNX_METADATA_KEY: "__import__('os').system('x')"})
+    crafted = tmp_path / "crafted.onnx"
+    onnx.save(model, str(crafted))
+    with pytest.raises(ValueError, match=f"{crafted}: its metadata is not the JSON"):
+        OnnxRunner(crafted)
+
+    node = onnx.helper.make_node("Exec", ["face"], ["gaze_cm"], domain="evil.ops")
+    graph = onnx.helper.make_graph(
+        [node], "g", [onnx.helper.make_tensor_value_info("face", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("gaze_cm", onnx.TensorProto.FLOAT, [1])])
+    custom = tmp_path / "custom_op.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[
+        onnx.helper.make_opsetid("", 13), onnx.helper.make_opsetid("evil.ops", 1)]), str(custom))
+    with pytest.raises(ValueError, match=f"ONNX file {custom} cannot be loaded by ONNX Runtime"):
+        OnnxRunner(custom)
+
+
+def test_import_tflite_names_a_damaged_flatbuffer(tmp_path, capsys):
+    from tinytracker.import_tflite.__main__ import main as import_tflite
+
+    path = tmp_path / "damaged.tflite"
+    path.write_bytes(b"\x18\x00\x00\x00TFL3" + bytes(range(256)) * 4)
+    err = _exit_message(capsys, lambda: import_tflite([f"path={path}",
+                                                       f"out={tmp_path / 'x.ckpt'}"]))
+    assert f"{path} is not a readable TFLite flatbuffer" in err
+    assert not (tmp_path / "x.ckpt").exists()
+
+
+def test_a_pack_shard_holding_pickled_objects_is_refused(tmp_path):
+    import numpy as np
+
+    from tinytracker.data.packed import META_FILE, PackedSplit
+
+    np.save(tmp_path / "train-face-00000.npy", np.array([{"a": 1}], dtype=object))
+    (tmp_path / META_FILE).write_text(json.dumps({
+        "fingerprint": {"fields": {"face": 112}}, "splits": {"train": {
+            "frames": 1, "bad_rows": [],
+            "shards": [{"frames": 1, "files": {"face": "train-face-00000.npy"}}]}}}))
+    with pytest.raises(ValueError, match=f"pack shard {tmp_path / 'train-face-00000.npy'} is "
+                                         "not a uint8 .npy array"):
+        PackedSplit(tmp_path, "train").image(0, "face")
+
+
+def test_no_code_path_downloads_or_loads_a_wandb_artifact():
+    """W&B artifacts are only ever uploaded: nothing reads one back, so none is trusted."""
+    sources = {p: p.read_text() for p in (REPO / "tinytracker").rglob("*.py")}
+    readers = [f"{p.relative_to(REPO)}: {word}" for p, text in sources.items()
+               for word in ("use_artifact", ".download(", "use_model(") if word in text]
+    assert not readers

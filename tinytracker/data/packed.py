@@ -262,8 +262,8 @@ class PackedSplit:
 
     def _open(self) -> dict[str, list[np.ndarray]]:
         if self._maps is None:
-            self._maps = {name: [np.load(self.path / f[name], mmap_mode="r")
-                                 for f in self.files] for name in self.fields}
+            self._maps = {name: [_load_shard(self.path / f[name]) for f in self.files]
+                          for name in self.fields}
         return self._maps
 
     def image(self, row: int, name: str) -> np.ndarray:
@@ -282,6 +282,19 @@ class PackedSplit:
         for k, (row, shard) in enumerate(zip(rows, shards, strict=True)):
             out[k] = maps[shard][row - self.starts[shard]]
         return out
+
+
+def _load_shard(path: Path) -> np.ndarray:
+    """A shard as a read-only memory map; never unpickles (a shard is uint8 pixels)."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise DataFormatError(f"pack shard {path} is not a uint8 .npy array ({err}); "
+                              "delete the pack folder to rebuild it") from err
+    if array.dtype != np.uint8 or array.ndim != 4:
+        raise DataFormatError(f"pack shard {path} holds {array.dtype} {array.shape}, expected "
+                              "uint8 (frames, S, S, 3); delete the pack folder to rebuild it")
+    return array
 
 
 class PackedDataset(GazeDataset):
