@@ -218,7 +218,7 @@ def test_killed_data_build_reruns_to_the_clean_cache(tmp_path):
     assert any(rel.endswith(".npy") for rel in want) and len(want) > 500
 
 
-# ----------------------------------------------------------------------------- files from elsewhere
+# --------------------------------------------------------------------- files from elsewhere
 @pytest.fixture(scope="module")
 def small_sets(tmp_path_factory) -> tuple[Path, Path]:
     """A raw set of 4 subjects x 6 frames and its processed layout."""
@@ -547,3 +547,82 @@ def test_no_code_path_downloads_or_loads_a_wandb_artifact():
     readers = [f"{p.relative_to(REPO)}: {word}" for p, text in sources.items()
                for word in ("use_artifact", ".download(", "use_model(") if word in text]
     assert not readers
+
+
+# ------------------------------------------------------------- full or read-only disks
+def _in_small_filesystems(script: str, mounts: dict[str, str], env: dict | None = None,
+                          timeout_s: float = 900) -> str:
+    """Run the shell ``script`` in its own user and mount namespace (``unshare -rm``) where
+    each of ``mounts`` (folder -> tmpfs options, e.g. ``size=64k`` or ``ro``) is a real,
+    size-limited or read-only tmpfs: the kernel itself reports ENOSPC / EROFS. Returns the
+    output; the mounts vanish with the namespace, so the script lists what they hold."""
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed: cannot mount a small filesystem")
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs none /mnt"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"this machine allows no private tmpfs mounts: {probe.stderr.strip()}")
+    mount = " && ".join(f"mkdir -p {d} && mount -t tmpfs -o {o} tmpfs {d}"
+                        for d, o in mounts.items())
+    full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1",
+                "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", f"{mount} && {script}"], cwd=REPO,
+                          env=full_env, capture_output=True, text=True, timeout=timeout_s)
+    return proc.stdout + "\n--- stderr ---\n" + proc.stderr
+
+
+FACE112_BYTES = 112 * 112 * 3  # one packed face crop
+SMALL_SET_FRAMES = 91  # valid frames of SMALL_SET (seed 0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_full_disk_while_packing_is_named_and_leaves_no_partial_pack(tmp_path):
+    """Two real tmpfs disks for the pack: one too small from the start (refused before
+    writing), one that fills while the last shard is allocated (shards take whole pages)."""
+    small, nearly = tmp_path / "small", tmp_path / "nearly"
+    needed = SMALL_SET_FRAMES * FACE112_BYTES
+    py = sys.executable
+    pack = (f"{py} -m tinytracker.data.pack paths.root_dir={tmp_path} "
+            f"{' '.join(SMALL_SET)}")
+    out = _in_small_filesystems(
+        f"{pack} out_dir={tmp_path}/r1 data.packed_dir={small}; echo rc1=$?; "
+        f"{pack} out_dir={tmp_path}/r2 data.packed_dir={nearly}; echo rc2=$?; "
+        f"echo left:; find {small} {nearly} -type f",
+        {str(small): "size=1m", str(nearly): f"size={needed + 4096}"},
+        env={"TINYTRACKER_CACHE_DIR": str(tmp_path / "cache")})
+    assert "rc1=1" in out and "rc2=1" in out, out[-3000:]
+    assert (f"packing needs {needed:,} bytes ({needed / 1e9:.2f} GB) but {small} has "
+            f"1,048,576 bytes free; set data.packed_dir") in out
+    shard = re.search(rf"no space left to write {nearly}/\.face112\.partial-[^/]+/"
+                      r"(\S+\.npy): it needs ([\d,]+) bytes", out)
+    assert shard, out[-3000:]
+    assert shard[1] == "test-face-00000.npy"  # the last shard is the one that does not fit
+    assert int(shard[2].replace(",", "")) == 16 * FACE112_BYTES + 128  # 16 test frames
+    left = out.split("left:")[-1].split("--- stderr ---")[0].split()
+    assert left and all(p.endswith("/.lock") for p in left), f"partial files left: {left}"
+
+
+def test_a_read_only_cache_and_a_full_results_disk_are_named(tmp_path):
+    """The synthetic generator on a read-only filesystem, and a run's metrics.json on one
+    that is full: each names the path (and the bytes), and leaves no partial file."""
+    ro, full = tmp_path / "ro", tmp_path / "full"
+    py = sys.executable
+    grow = ("from tinytracker.tracking import write_metrics; import sys; "
+            f"write_metrics('{full}/metrics.json', {{'test/error_cm': 1.5}}); "
+            f"write_metrics('{full}/metrics.json', {{f'k{{i}}': 'x' * 100 for i in range(2000)}})")
+    out = _in_small_filesystems(
+        f"{py} -m tinytracker.data.synthetic out_dir={ro}/synth subjects=3 "
+        f"frames_per_subject=2; echo rc1=$?; {py} -c \"{grow}\"; echo rc2=$?; "
+        f"echo left:; find {ro} {full} -type f; cat {full}/metrics.json",
+        {str(ro): "ro", str(full): "size=64k"})
+    assert "rc1=1" in out and "rc2=1" in out, out[-3000:]
+    assert (f"tinytracker.data.synthetic: error: cannot write {ro}/synth (Read-only file "
+            "system): its files to write; choose a directory you can write to") in out
+    assert re.search(rf"WriteError: no space left to write {full}/metrics.json: it needs "
+                     r"[\d,]+ bytes \([\d,]+ bytes free on its disk\)", out), out[-3000:]
+    left = out.split("left:")[-1].split("--- stderr ---")[0]
+    assert left.split()[0] == f"{full}/metrics.json" and ".tmp-" not in left
+    assert '"test/error_cm": 1.5' in left  # the earlier, complete file is still there

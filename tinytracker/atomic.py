@@ -34,6 +34,9 @@ _NOT_ALLOWED = (errno.EACCES, errno.EPERM, errno.EROFS)
 class WriteError(OSError):
     """A file or directory could not be written; the message names it and what was needed."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 def _tag() -> str:
     return f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -77,7 +80,7 @@ def remove_leftovers(folder: str | os.PathLike, name: str | None = None) -> int:
 
 def explain(err: OSError, path: Path, needed_bytes: int | None) -> WriteError:
     """A :class:`WriteError` for ``err`` raised while writing ``path`` that says what to do."""
-    need = f"{needed_bytes:,} bytes" if needed_bytes is not None else "more space"
+    need = f"{needed_bytes:,} bytes" if needed_bytes is not None else "its files"
     if err.errno in _NO_SPACE:
         try:
             free = f"{shutil.disk_usage(path.parent).free:,} bytes free"
@@ -90,9 +93,7 @@ def explain(err: OSError, path: Path, needed_bytes: int | None) -> WriteError:
                "choose a directory you can write to")
     else:
         msg = f"cannot write {path} ({need}): {err}"
-    out = WriteError(err.errno or 0, msg)
-    out.filename = str(path)
-    return out
+    return WriteError(err.errno or 0, msg)
 
 
 @contextmanager
@@ -113,6 +114,7 @@ def open_atomic(path: str | os.PathLike, mode: str = "wb",
         except OSError as err:
             if isinstance(err, WriteError) or err.errno not in (*_NO_SPACE, *_NOT_ALLOWED):
                 raise
+            tmp.unlink(missing_ok=True)  # first, so the free space reported is the disk's
             raise explain(err, path, needed_bytes) from err
     finally:
         tmp.unlink(missing_ok=True)
@@ -146,10 +148,16 @@ def building_dir(target: str | os.PathLike) -> Iterator[Path]:
     the same content in both (as every cache here does) or hold a lock.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise explain(err, target, None) from err
     remove_leftovers(target.parent, target.name)
     tmp = target.with_name(f".{target.name}.partial-{_tag()}")
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as err:
+        raise explain(err, target, None) from err
     try:
         yield tmp
         replace_dir(tmp, target)

@@ -37,9 +37,11 @@ stale: it is rebuilt (with a warning saying why), never used.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -50,7 +52,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from tinytracker.atomic import building_dir, write_json
+from tinytracker.atomic import WriteError, building_dir, explain, write_json
 from tinytracker.data.dataset import (
     FACE_SIZED,
     IMAGE_FIELDS,
@@ -195,11 +197,29 @@ def build_pack(index: ProcessedIndex, fields: dict[str, int], path: Path,
 
 
 def _check_disk(folder: Path, needed_bytes: int) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise explain(err, folder, needed_bytes) from err
     free = shutil.disk_usage(folder).free
     if needed_bytes > free:
-        raise OSError(f"packing needs {needed_bytes / 1e9:.1f} GB but {folder} has "
-                      f"{free / 1e9:.1f} GB free; set data.packed_dir to a larger local disk")
+        raise WriteError(errno.ENOSPC,
+                         f"packing needs {needed_bytes:,} bytes ({needed_bytes / 1e9:.2f} GB) but "
+                         f"{folder} has {free:,} bytes free; set data.packed_dir to a larger "
+                         "local disk")
+
+
+def _new_shard(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A writable memory map of a new ``.npy`` shard, its disk space allocated first: a sparse
+    map would die of SIGBUS when the disk fills, an allocation fails with ENOSPC instead."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    try:
+        with open(path, "r+b") as fh:
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+    except OSError as err:
+        del array
+        raise explain(err, path, os.stat(path).st_size) from err
+    return array
 
 
 def _pack_split(index: ProcessedIndex, fields: dict[str, int], out: Path, split: str,
@@ -217,9 +237,8 @@ def _pack_split(index: ProcessedIndex, fields: dict[str, int], out: Path, split:
             if row == 0:  # first row of a new shard
                 frames = min(per_shard, len(index) - i)
                 files = {name: f"{split}-{name}-{k:05d}.npy" for name in fields}
-                arrays = {name: np.lib.format.open_memmap(
-                    out / files[name], mode="w+", dtype=np.uint8, shape=(frames, s, s, 3))
-                    for name, s in fields.items()}
+                arrays = {name: _new_shard(out / files[name], (frames, s, s, 3))
+                          for name, s in fields.items()}
                 shards.append({"frames": frames, "files": files})
             if crops is None:
                 if not skip_bad:

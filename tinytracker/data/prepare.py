@@ -51,7 +51,14 @@ from omegaconf import MISSING
 from PIL import Image
 from tqdm import tqdm
 
-from tinytracker.atomic import building_dir, open_atomic, remove_leftovers, write_json
+from tinytracker.atomic import (
+    WriteError,
+    building_dir,
+    explain,
+    open_atomic,
+    remove_leftovers,
+    write_json,
+)
 from tinytracker.cli import parse_args
 from tinytracker.data.gazecapture import (
     BOX_FILES,
@@ -107,7 +114,10 @@ def prepare(
         raise ValueError(f"workers must be >= 1, got {workers}")
     recs = list_recordings(raw_dir)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise explain(err, out, None) from err
     remove_leftovers(out)  # recordings half-built by a killed run
     report = PrepareReport(out_dir=out)
     todo = [r for r in recs if not _is_done(r, out / r.name, skip_bad)]
@@ -337,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         report = prepare(args.raw_dir, args.out_dir, args.skip_bad, args.workers)
-    except DataFormatError as err:
+    except (DataFormatError, WriteError) as err:
         print(f"tinytracker.data.prepare: error: {err}", file=sys.stderr)
         raise SystemExit(1) from err
     print(json.dumps({k: str(v) if isinstance(v, Path) else v
