@@ -33,6 +33,7 @@ from tinytracker.models.footprint import footprint
 from tinytracker.tracking import (
     log_checkpoint_artifact,
     log_summary,
+    resume_wandb_run,
     start_wandb,
     write_metrics,
 )
@@ -84,6 +85,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                                      **trainer_overrides)
     check_launch(trainer)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    resume_wandb_run(loggers, cfg.get("ckpt_path"), output_dir(cfg))  # same dir: same run
     start_wandb(loggers)
     for lg in loggers:
         lg.log_hyperparams(resolved)

@@ -8,6 +8,7 @@ from tinytracker.tracking.wandb_run import (
     log_checkpoint_artifact,
     log_summary,
     log_to_wandb_run,
+    resume_wandb_run,
     start_wandb,
     wandb_loggers,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "log_checkpoint_artifact",
     "log_summary",
     "log_to_wandb_run",
+    "resume_wandb_run",
     "start_wandb",
     "update_json_summary",
     "wandb_loggers",
