@@ -71,6 +71,28 @@ def print_json(result: Any) -> None:
                      indent=1))
 
 
+def refuse_overwrite(out: str | Path, patterns: Sequence[str], overwrite: bool,
+                     key: str = "out_dir") -> None:
+    """Refuse to write into ``out`` (a folder, or a file when ``patterns`` is empty) when it
+    already holds what a command writes (``patterns``: names or globs), unless ``overwrite``:
+    a user's earlier results are never replaced silently."""
+    out = Path(out)
+    if overwrite:
+        return
+    if not patterns:
+        if out.exists():
+            raise FileExistsError(f"{key}={out} already exists; pass overwrite=true to "
+                                  f"replace it, or choose another {key}")
+        return
+    if not out.is_dir():
+        return
+    found = sorted({p.name for pattern in patterns for p in out.glob(pattern)})
+    if found:
+        raise FileExistsError(f"{key}={out} already holds {', '.join(found)} from an earlier "
+                              f"run; pass overwrite=true to replace them, or choose another "
+                              f"{key}")
+
+
 def experiment_alias(argv: Sequence[str]) -> list[str]:
     """``experiment=<name>`` as a synonym of Hydra's ``+experiment=<name>``.
 

@@ -51,7 +51,12 @@ class OnnxRunner:
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path} does not exist (expected a file written by "
                                     "python -m tinytracker.export format=onnx)")
-        self.session = ort_session(self.path, optimization)
+        try:
+            self.session = ort_session(self.path, optimization)
+        except Exception as err:  # ONNX Runtime's own types: InvalidProtobuf, InvalidGraph...
+            raise ValueError(f"ONNX file {self.path} cannot be loaded by ONNX Runtime (expected "
+                             f"a file written by python -m tinytracker.export): "
+                             f"{str(err).splitlines()[0]}") from err
         meta = self.session.get_modelmeta().custom_metadata_map
         self.spec = SampleSpec.from_onnx_metadata(
             tuple(i.name for i in self.session.get_inputs()), meta, f"ONNX file {self.path}")

@@ -37,6 +37,7 @@ from tinytracker.tracking import (
     git_state,
     log_checkpoint_artifact,
     log_summary,
+    resume_wandb_run,
     start_wandb,
     wandb_run_locations,
     write_metrics,
@@ -90,6 +91,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_launch(trainer)
     git = git_state(source_checkout())
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    resume_wandb_run(loggers, cfg.get("ckpt_path"), output_dir(cfg))  # same dir: same run
     start_wandb(loggers)
     for lg in loggers:  # W&B config: git.commit, git.dirty
         lg.log_hyperparams({**resolved, "git": {k.split("/")[1]: v for k, v in git.items()}})

@@ -23,6 +23,7 @@ import hydra
 from omegaconf import DictConfig
 
 from tinytracker.assemble import checkpoint_data, spec_data
+from tinytracker.atomic import write_text
 from tinytracker.calibrate.model_outputs import checkpoint_outputs, onnx_outputs
 from tinytracker.calibrate.pattern import check_pattern_points
 from tinytracker.calibrate.plot import plot_curves
@@ -33,6 +34,7 @@ from tinytracker.calibrate.protocol import (
     error_curve,
     summarise,
 )
+from tinytracker.cli import refuse_overwrite
 from tinytracker.config import register_resolvers
 from tinytracker.correction.corrections import (
     MIN_POINTS,
@@ -49,6 +51,10 @@ from tinytracker.quant.checkpoints import is_quantized_net
 
 log = logging.getLogger(__name__)
 register_resolvers()
+
+# what calibrate writes into out_dir; an out_dir holding any of them needs overwrite=true
+OUTPUTS = ("calibration.json", "calibration_curve.png", "corrections.json",
+           "corrections_onnx.json", "calibration_set_processed")
 
 
 @dataclass
@@ -124,6 +130,7 @@ def model_section(model: Model, cfg: DictConfig, options: FitOptions,
 
 def calibrate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     options = validate(cfg)
+    refuse_overwrite(out_dir, OUTPUTS, bool(cfg.get("overwrite", False)))
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.calibration_set:
         from tinytracker.calibrate.calibration_set import calibrate_set
@@ -147,7 +154,7 @@ def calibrate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                                      out_dir / "calibration_curve.png",
                                      f"Per-person calibration ({cfg.split} subjects)"))
     path = out_dir / "calibration.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    write_text(path, json.dumps(result, indent=1) + "\n")
     log_summary(result, sections)
     log.info("written %s", path)
     return result
@@ -189,7 +196,8 @@ def main(cfg: DictConfig) -> None:
 
     try:
         calibrate(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except (CalibrationError, CheckpointError, FileNotFoundError, ValueError) as err:
+    except (CalibrationError, CheckpointError, FileNotFoundError, FileExistsError,
+            ValueError) as err:
         log.error("%s", err)
         raise SystemExit(f"calibrate failed: {err}") from err
 

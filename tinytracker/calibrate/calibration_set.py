@@ -19,6 +19,7 @@ import numpy as np
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from tinytracker.atomic import write_text
 from tinytracker.calibrate.model_outputs import checkpoint_outputs, onnx_outputs
 from tinytracker.calibrate.protocol import ModelOutputs
 from tinytracker.correction.corrections import (
@@ -127,7 +128,7 @@ def calibrate_set(cfg: DictConfig, out_dir: Path, options: FitOptions) -> dict[s
               "kind": cfg.kind, "model": {"path": model_path, "type": model_type},
               "subjects": len(corrections), "per_subject": per_subject,
               "corrections": str(path)}
-    (out_dir / "calibration.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_text(out_dir / "calibration.json", json.dumps(result, indent=1) + "\n")
     for rec, row in per_subject.items():
         log.info("recording %s: %d frames, %d dots: error %.3f cm -> %.3f in sample, %s "
                  "leave-one-dot-out", rec, row["frames"], row["dots"], row["error_cm_before"],

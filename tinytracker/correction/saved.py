@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tinytracker.atomic import write_text
 from tinytracker.correction.corrections import CalibrationError, Correction
 
 FORMAT = "tinytracker-calibration"
@@ -60,7 +61,7 @@ def save_corrections(path: Path, corrections: Mapping[int | str, Correction], mo
         "points": points,
         "subjects": subjects,
     }
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    write_text(path, json.dumps(data, indent=1) + "\n")
     return path
 
 

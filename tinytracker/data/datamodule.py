@@ -27,6 +27,7 @@ import numpy as np
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
+from tinytracker.atomic import write_text
 from tinytracker.data import packed
 from tinytracker.data.dataset import IMAGE_FIELDS, GazeDataset, collate
 from tinytracker.data.processed import (
@@ -169,7 +170,7 @@ class GazeDataModule(L.LightningDataModule):
             self.timings_s["prepare"] = time.perf_counter() - t0
             from tinytracker.data.prepare import PREPARE_VERSION
 
-            (target / ".complete").write_text(str(PREPARE_VERSION))
+            write_text(target / ".complete", str(PREPARE_VERSION))
 
     def _complete(self, target: Path) -> bool:
         """Prepared, and (our synthetic cache) by this version of ``prepare``: an older cache

@@ -37,9 +37,11 @@ stale: it is rebuilt (with a warning saying why), never used.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -50,6 +52,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from tinytracker.atomic import WriteError, building_dir, explain, write_json
 from tinytracker.data.dataset import (
     FACE_SIZED,
     IMAGE_FIELDS,
@@ -179,28 +182,44 @@ def build_pack(index: ProcessedIndex, fields: dict[str, int], path: Path,
     """
     frame_bytes = sum(size * size * 3 for size in fields.values())
     _check_disk(path.parent, frame_bytes * len(index))
-    tmp = path.with_name(f"{path.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     t0 = time.perf_counter()
     splits = {}
-    for split in SPLITS:
-        splits[split] = _pack_split(index.split_of(split), fields, tmp, split, shard_mb,
-                                    workers, skip_bad, progress)
-    meta = {"fingerprint": expected, "source": str(index.root), "splits": splits,
-            "packed_s": round(time.perf_counter() - t0, 1)}
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+    # every shard and PACK.json land in a temporary directory that replaces `path` when
+    # whole: a killed packer leaves the earlier pack or none (its leftover is removed next time)
+    with building_dir(path) as tmp:
+        for split in SPLITS:
+            splits[split] = _pack_split(index.split_of(split), fields, tmp, split, shard_mb,
+                                        workers, skip_bad, progress)
+        meta = {"fingerprint": expected, "source": str(index.root), "splits": splits,
+                "packed_s": round(time.perf_counter() - t0, 1)}
+        write_json(tmp / META_FILE, meta, indent=1)
     return path
 
 
 def _check_disk(folder: Path, needed_bytes: int) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise explain(err, folder, needed_bytes) from err
     free = shutil.disk_usage(folder).free
     if needed_bytes > free:
-        raise OSError(f"packing needs {needed_bytes / 1e9:.1f} GB but {folder} has "
-                      f"{free / 1e9:.1f} GB free; set data.packed_dir to a larger local disk")
+        raise WriteError(errno.ENOSPC,
+                         f"packing needs {needed_bytes:,} bytes ({needed_bytes / 1e9:.2f} GB) but "
+                         f"{folder} has {free:,} bytes free; set data.packed_dir to a larger "
+                         "local disk")
+
+
+def _new_shard(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A writable memory map of a new ``.npy`` shard, its disk space allocated first: a sparse
+    map would die of SIGBUS when the disk fills, an allocation fails with ENOSPC instead."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    try:
+        with open(path, "r+b") as fh:
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+    except OSError as err:
+        del array
+        raise explain(err, path, os.stat(path).st_size) from err
+    return array
 
 
 def _pack_split(index: ProcessedIndex, fields: dict[str, int], out: Path, split: str,
@@ -218,9 +237,8 @@ def _pack_split(index: ProcessedIndex, fields: dict[str, int], out: Path, split:
             if row == 0:  # first row of a new shard
                 frames = min(per_shard, len(index) - i)
                 files = {name: f"{split}-{name}-{k:05d}.npy" for name in fields}
-                arrays = {name: np.lib.format.open_memmap(
-                    out / files[name], mode="w+", dtype=np.uint8, shape=(frames, s, s, 3))
-                    for name, s in fields.items()}
+                arrays = {name: _new_shard(out / files[name], (frames, s, s, 3))
+                          for name, s in fields.items()}
                 shards.append({"frames": frames, "files": files})
             if crops is None:
                 if not skip_bad:
@@ -263,8 +281,8 @@ class PackedSplit:
 
     def _open(self) -> dict[str, list[np.ndarray]]:
         if self._maps is None:
-            self._maps = {name: [np.load(self.path / f[name], mmap_mode="r")
-                                 for f in self.files] for name in self.fields}
+            self._maps = {name: [_load_shard(self.path / f[name]) for f in self.files]
+                          for name in self.fields}
         return self._maps
 
     def image(self, row: int, name: str) -> np.ndarray:
@@ -283,6 +301,19 @@ class PackedSplit:
         for k, (row, shard) in enumerate(zip(rows, shards, strict=True)):
             out[k] = maps[shard][row - self.starts[shard]]
         return out
+
+
+def _load_shard(path: Path) -> np.ndarray:
+    """A shard as a read-only memory map; never unpickles (a shard is uint8 pixels)."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise DataFormatError(f"pack shard {path} is not a uint8 .npy array ({err}); "
+                              "delete the pack folder to rebuild it") from err
+    if array.dtype != np.uint8 or array.ndim != 4:
+        raise DataFormatError(f"pack shard {path} holds {array.dtype} {array.shape}, expected "
+                              "uint8 (frames, S, S, 3); delete the pack folder to rebuild it")
+    return array
 
 
 class PackedDataset(GazeDataset):

@@ -25,7 +25,10 @@ Differences from the public script, all additive: the split comes from each reco
 bad input raises :class:`DataFormatError` (or is skipped and counted with ``skip_bad``), and the
 work is resumable: each recording gets ``NNNNN/.labels.json`` and then, last, a ``.prepared``
 marker holding a fingerprint of its raw JSON files; a rerun skips recordings whose marker
-matches and rebuilds ``metadata.mat`` from all label files.
+matches and rebuilds ``metadata.mat`` from all label files. Each recording is built in a
+temporary directory and renamed into place whole, and ``metadata.mat`` and
+``recordings.json`` replace their earlier versions atomically (:mod:`tinytracker.atomic`), so
+a ``kill -9`` leaves finished recordings and nothing half-written that a rerun would trust.
 """
 
 from __future__ import annotations
@@ -48,6 +51,14 @@ from omegaconf import MISSING
 from PIL import Image
 from tqdm import tqdm
 
+from tinytracker.atomic import (
+    WriteError,
+    building_dir,
+    explain,
+    open_atomic,
+    remove_leftovers,
+    write_json,
+)
 from tinytracker.cli import parse_args
 from tinytracker.data.gazecapture import (
     BOX_FILES,
@@ -103,7 +114,11 @@ def prepare(
         raise ValueError(f"workers must be >= 1, got {workers}")
     recs = list_recordings(raw_dir)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise explain(err, out, None) from err
+    remove_leftovers(out)  # recordings half-built by a killed run
     report = PrepareReport(out_dir=out)
     todo = [r for r in recs if not _is_done(r, out / r.name, skip_bad)]
     report.resumed = len(recs) - len(todo)
@@ -126,9 +141,14 @@ def prepare(
 
 # ----------------------------------------------------------------------------- one recording
 def prepare_recording(rec_dir: Path, rec_out: Path, skip_bad: bool) -> int:
-    """Crop one recording; returns the number of frames written. Marker written last."""
-    (rec_out / DONE_MARKER).unlink(missing_ok=True)
+    """Crop one recording; returns the number of frames written. Built beside ``rec_out``
+    and renamed into place when whole (marker written last)."""
     rec = read_recording(rec_dir, skip_bad)
+    with building_dir(rec_out) as tmp:
+        return _write_recording(rec, rec_dir, tmp, skip_bad)
+
+
+def _write_recording(rec: Recording, rec_dir: Path, rec_out: Path, skip_bad: bool) -> int:
     # the boxes predict crops live frames at (tinytracker.data.inputs.frame_crops)
     boxes = crop_boxes(rec.face.xywh, rec.left_eye.xywh, rec.right_eye.xywh)
     folders = {field: rec_out / name for field, name in CROP_FOLDERS.items()}
@@ -313,16 +333,12 @@ def _recording_info(labels: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_json(path, obj, indent=1, sort_keys=True, newline=False)
 
 
 def _savemat_atomic(path: Path, meta: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with open_atomic(path, "wb", sum(v.nbytes for v in meta.values())) as fh:
         scipy.io.savemat(fh, meta)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -331,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         report = prepare(args.raw_dir, args.out_dir, args.skip_bad, args.workers)
-    except DataFormatError as err:
+    except (DataFormatError, WriteError) as err:
         print(f"tinytracker.data.prepare: error: {err}", file=sys.stderr)
         raise SystemExit(1) from err
     print(json.dumps({k: str(v) if isinstance(v, Path) else v

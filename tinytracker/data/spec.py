@@ -75,10 +75,17 @@ class SampleSpec:
                            source: str) -> SampleSpec:
         """The spec of an exported file's ``metadata_props``: the JSON record, or (files
         exported before it existed) the single keys, each JSON-encoded."""
-        if ONNX_METADATA_KEY in meta:
-            record = json.loads(meta[ONNX_METADATA_KEY])
-        else:
-            record = {key: json.loads(meta[key]) for key in RECORDED if key in meta}
+        try:
+            if ONNX_METADATA_KEY in meta:
+                record = json.loads(meta[ONNX_METADATA_KEY])
+            else:
+                record = {key: json.loads(meta[key]) for key in RECORDED if key in meta}
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{source}: its metadata is not the JSON tinytracker.export "
+                             f"writes ({err})") from err
+        if not isinstance(record, dict):
+            raise ValueError(f"{source}: its metadata {ONNX_METADATA_KEY!r} must be a JSON "
+                             f"object, found {type(record).__name__}")
         return cls.from_record(inputs, record, source)
 
 

@@ -28,6 +28,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from tinytracker.assemble import checkpoint_data
+from tinytracker.atomic import write_text
+from tinytracker.cli import refuse_overwrite
 from tinytracker.config import register_resolvers
 from tinytracker.data.processed import check_split
 from tinytracker.export.errors import ExportError
@@ -42,8 +44,12 @@ from tinytracker.tracking import WandbRunRef, checkpoint_wandb_run, log_to_wandb
 log = logging.getLogger(__name__)
 register_resolvers()
 
+# what an export writes into out_dir; an out_dir holding any of them needs overwrite=true
+OUTPUTS = ("export.json", "model.onnx", "imx500")
+
 def export(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Export as configured; returns what is written to ``export.json``."""
+    refuse_overwrite(out_dir, OUTPUTS, bool(cfg.get("overwrite", False)))
     check_split(cfg.split, ExportError)
     if cfg.ort_optimization not in ORT_OPTIMIZATION:
         raise ExportError(f"ort_optimization must be one of {ORT_OPTIMIZATION}, "
@@ -63,7 +69,7 @@ def export(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         **FORMATS[cfg.format](cfg, module, out_dir),
     }
     path = out_dir / "export.json"
-    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_text(path, json.dumps(result, indent=2, sort_keys=True) + "\n")
     log.info("export written to %s", path)
     for key in sorted(result):
         log.info("%s: %s", key, result[key])
@@ -178,7 +184,7 @@ def main(cfg: DictConfig) -> None:
 
     try:
         export(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except (CheckpointError, ExportError) as err:
+    except (CheckpointError, ExportError, FileExistsError) as err:
         log.error("%s", err)
         raise SystemExit(f"export failed: {err}") from err
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING
 
-from tinytracker.cli import parse_args
+from tinytracker.cli import parse_args, refuse_overwrite
 
 PROG = "tinytracker.import_tflite"
 
@@ -31,6 +31,7 @@ class ImportArgs:
     model: str = "auto"  # auto | tinytracker | tinytracker_s
     activations: str = "int8"  # int8 (emulate the file's int8 activations) | float
     output_scale_cm: float | None = None  # tanh range; null: 30 TinyTracker, 10 TinyTrackerS
+    overwrite: bool = False  # replace an existing `out` file
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -44,10 +45,12 @@ def main(argv: list[str] | None = None) -> dict:
     from tinytracker.import_tflite.reader import TFLiteFormatError, read_tflite
 
     try:
+        refuse_overwrite(args.out, (), args.overwrite, key="out")
         graph = read_tflite(args.path)
         imported = import_graph(graph, args.model, args.output_scale_cm)
         ckpt = build_checkpoint(imported, graph, args.activations)
-    except (FileNotFoundError, ImportError, TFLiteFormatError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, ImportError, TFLiteFormatError,
+            ValueError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         raise SystemExit(1) from err
     out = save_checkpoint(ckpt, args.out)

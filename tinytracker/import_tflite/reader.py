@@ -98,7 +98,11 @@ def read_tflite(path: str | Path) -> Graph:
     buf = path.read_bytes()
     if len(buf) < 8 or buf[4:8] != b"TFL3":
         raise TFLiteFormatError(f"{path} is not a TFLite flatbuffer (no 'TFL3' identifier)")
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(buf, 0))
+    try:  # a damaged flatbuffer fails on reading an offset outside the file
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(buf, 0))
+    except Exception as err:
+        raise TFLiteFormatError(f"{path} is not a readable TFLite flatbuffer (damaged or "
+                                f"truncated: {type(err).__name__}: {err})") from err
     if not model.subgraphs:
         raise TFLiteFormatError(f"{path} holds no subgraph")
     graph = model.subgraphs[0]

@@ -23,9 +23,11 @@ from pathlib import Path
 
 from omegaconf import MISSING
 
-from tinytracker.cli import parse_args
+from tinytracker.cli import parse_args, refuse_overwrite
 
 PROG = "tinytracker.predict"
+# what predict writes into out_dir; an out_dir holding any of them needs overwrite=true
+OUTPUTS = ("predictions.csv", "predictions.json", "*_gaze.png", "*_gaze.mp4")
 
 
 @dataclass
@@ -45,6 +47,7 @@ class PredictArgs:
     annotate: bool = True  # write annotated PNGs / mp4
     calibration: str | None = None  # corrections.json of python -m tinytracker.calibrate
     calibration_subject: str | None = None  # its person (recording number), if it holds several
+    overwrite: bool = False  # replace the predictions of an earlier run in out_dir
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     from tinytracker.predict.sources import InputError, open_source
 
     try:
+        refuse_overwrite(args.out_dir, OUTPUTS, args.overwrite)
         screen = screen_from(args.screen, args.screen_width_cm, args.screen_height_cm,
                              args.camera_to_screen_x_cm, args.camera_to_screen_y_cm,
                              args.screen_width_px, args.screen_height_px)
@@ -63,8 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
         summary = run(args.ckpt_path, source, Path(args.out_dir), screen,
                       args.min_face_fraction, args.annotate, args.calibration,
                       args.calibration_subject)
-    except (InputError, FileNotFoundError, CheckpointError, DetectorUnavailable,
-            ValueError) as err:
+    except (InputError, FileNotFoundError, FileExistsError, CheckpointError,
+            DetectorUnavailable, ValueError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         raise SystemExit(1) from err
     summary["input"] = args.input

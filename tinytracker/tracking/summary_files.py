@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tinytracker.atomic import write_text
+
 METRICS_FILE = "metrics.json"
 
 
@@ -24,10 +26,7 @@ def update_json_summary(path: str | os.PathLike, values: dict[str, Any]) -> Path
     if path.is_file():
         current = json.loads(path.read_text())
     current.update({k: jsonable(v) for k, v in values.items()})
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-    return path
+    return write_text(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
 
 
 def write_metrics(path: str | os.PathLike, metrics: dict[str, Any]) -> Path:

@@ -41,6 +41,25 @@ def start_wandb(loggers: list) -> None:
             _ = lg.experiment
 
 
+def resume_wandb_run(loggers: list, ckpt_path: str | os.PathLike | None,
+                     run_dir: str | os.PathLike) -> str | None:
+    """Resuming from a checkpoint of this same run directory continues its W&B run (by id,
+    ``resume="allow"``) instead of starting a second one; call before :func:`start_wandb`.
+    Returns the id continued, or None (no checkpoint, another run's, or no W&B run)."""
+    if not ckpt_path:
+        return None
+    if Path(ckpt_path).resolve().parent.parent != Path(run_dir).resolve():
+        return None  # fine-tuning from another run's checkpoint starts a run of its own
+    ref = checkpoint_wandb_run(ckpt_path)
+    if ref is None:
+        return None
+    for lg in wandb_loggers(loggers):
+        lg._wandb_init.update(id=ref.run_id, resume="allow")
+        lg._id = ref.run_id
+        log.info("resuming W&B run %s of %s", ref.run_id, run_dir)
+    return ref.run_id
+
+
 def log_summary(loggers: list, metrics: dict[str, Any]) -> None:
     """Put final numbers into every W&B run's summary (what W&B tables and sweeps show)."""
     for lg in wandb_loggers(loggers):

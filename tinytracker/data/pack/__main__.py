@@ -18,8 +18,10 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from tinytracker.atomic import WriteError
 from tinytracker.config import build_net, register_resolvers
 from tinytracker.data.packed import META_FILE
+from tinytracker.data.processed import DataFormatError
 from tinytracker.tracking import update_json_summary
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,11 @@ def pack(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    pack(cfg, Path(HydraConfig.get().runtime.output_dir))
+    try:
+        pack(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except (DataFormatError, WriteError) as err:
+        log.error("%s", err)
+        raise SystemExit(f"pack failed: {err}") from err
 
 
 if __name__ == "__main__":

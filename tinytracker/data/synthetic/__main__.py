@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 from omegaconf import MISSING
 
+from tinytracker.atomic import WriteError
 from tinytracker.cli import errors_exit, parse_args, print_json
 from tinytracker.data.synthetic.build import generate
 from tinytracker.data.synthetic.params import SyntheticParams
@@ -27,7 +28,7 @@ class SyntheticArgs(SyntheticParams):
 
 def main(argv: list[str] | None = None) -> None:
     # SyntheticParams.__post_init__ validates values while parse_args builds it
-    with errors_exit(PROG, ValueError, FileExistsError):
+    with errors_exit(PROG, ValueError, FileExistsError, WriteError):
         values = asdict(parse_args(SyntheticArgs, argv, prog=PROG))
         out_dir, workers = values.pop("out_dir"), values.pop("workers")
         report = generate(out_dir, workers=workers, **values)

@@ -1,16 +1,19 @@
-"""The whole dataset: claim ``out_dir``, split the subjects, write them, write SYNTHETIC.json."""
+"""The whole dataset: claim ``out_dir``, split the subjects, write them, write SYNTHETIC.json.
+
+The set is built in a temporary directory beside ``out_dir`` and renamed into place whole
+(:func:`tinytracker.atomic.building_dir`), so a killed generator leaves the earlier set or
+none, never a partial one that a later run would trust; the next run removes the leftover."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tinytracker.atomic import building_dir, write_json, write_text
 from tinytracker.data.synthetic.params import make_params
 from tinytracker.data.synthetic.pool import run_subjects
 from tinytracker.data.synthetic.subjects import assign_splits
@@ -46,12 +49,14 @@ def generate(out_dir: str | os.PathLike, workers: int = 1, progress: bool = True
     the caller's ``__main__``, which fails for scripts without a ``__name__`` guard."""
     start = time.perf_counter()
     p = make_params(**params)
-    out = _claim_out_dir(Path(out_dir))
+    out = _check_out_dir(Path(out_dir))
     splits = assign_splits(p)
     workers = workers or min(os.cpu_count() or 1, p.subjects)
-    results = run_subjects(p, out, splits, workers, progress)
-    summary = summarise(p, results)
-    (out / "SYNTHETIC.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    with building_dir(out) as tmp:
+        write_text(tmp / MARKER, "written by tinytracker.data.synthetic\n")
+        results = run_subjects(p, tmp, splits, workers, progress)
+        summary = summarise(p, results)
+        write_json(tmp / "SYNTHETIC.json", summary, indent=1, sort_keys=True)
     ref = summary["reference_errors_cm"]
     log.info("generated %d frames of %d subjects into %s; mean-predictor error %.3f cm, "
              "irreducible %.3f cm", summary["frames"], p.subjects, out, ref["mean_predictor"],
@@ -69,16 +74,11 @@ def generate(out_dir: str | os.PathLike, workers: int = 1, progress: bool = True
     )
 
 
-def _claim_out_dir(out: Path) -> Path:
-    """Use an empty or earlier synthetic directory; never delete someone else's files."""
-    if out.exists() and any(out.iterdir()):
-        if not (out / MARKER).is_file():
-            raise FileExistsError(f"out_dir {out} is not empty and was not written by the "
-                                  "synthetic generator; choose an empty or new directory")
-        for child in out.iterdir():
-            if child.is_dir() and len(child.name) == 5 and child.name.isdigit():
-                shutil.rmtree(child)
-        (out / "SYNTHETIC.json").unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("written by tinytracker.data.synthetic\n")
+def _check_out_dir(out: Path) -> Path:
+    """An empty, new or earlier synthetic directory (replaced whole); never someone else's."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"out_dir {out} is a file; choose a new directory")
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise FileExistsError(f"out_dir {out} is not empty and was not written by the "
+                              "synthetic generator; choose an empty or new directory")
     return out
