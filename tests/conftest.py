@@ -147,7 +147,7 @@ def float_run(tmp_path_factory, cache_dir) -> dict:
     them (calibration) would fit rounding."""
     out = tmp_path_factory.mktemp("float-run")
     train_in_process(out, *SMALL_DATA, "trainer.max_epochs=4", "logger=none",
-                     "data.face_size=64", "data.grid_embedding=true")
+                     "data.face_size=64", "model.position=input")
     return read_metrics(out)
 
 

@@ -58,9 +58,11 @@ def float_wandb_run(tmp_path_factory, cache_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def two_input_run(tmp_path_factory, cache_dir) -> Path:
-    """One epoch of today's default TinyTracker: face + grid_embedding, two input tensors."""
+    """One epoch of the paper's TinyTracker design (``model.position=input``): face +
+    grid_embedding, two input tensors."""
     out = tmp_path_factory.mktemp("two-input-run")
     run_module("tinytracker.train", *SMALL_DATA, f"out_dir={out}", "trainer.max_epochs=1",
+               "model.position=input",
                "trainer.limit_train_batches=2", "logger=csv", env=ONE_THREAD)
     return out
 

@@ -119,8 +119,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "debug_run": cfg.get("debug_run"),
         **git,
     }
-    if train_error is not None:
-        metrics["train/error_cm"] = float(train_error)
+    # every run has the key (PTQ fits nothing: null), so runs of one sweep share their keys
+    metrics["train/error_cm"] = None if train_error is None else float(train_error)
     if ckpt_cb is not None and getattr(ckpt_cb, "best_model_score", None) is not None:
         metrics["val/error_cm"] = float(ckpt_cb.best_model_score)
     elif "val/error_cm" in trainer.callback_metrics:

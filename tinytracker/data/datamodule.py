@@ -59,7 +59,7 @@ class GazeDataModule(L.LightningDataModule):
         cache_dir: str = ".cache/tinytracker",
         synthetic: dict[str, Any] | None = None,
         inputs: Sequence[str] = ("face",),
-        face_size: int = 112,
+        face_size: int = 64,
         eye_size: int = 224,
         grey: bool = False,
         grid_embedding: bool = True,
