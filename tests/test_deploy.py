@@ -5,6 +5,7 @@ tensor, the host head, ``deploy.json``, and the Pi program's shape. Quick tier: 
 from __future__ import annotations
 
 import ast
+import hashlib
 import inspect
 import json
 import logging
@@ -19,6 +20,7 @@ import pytest
 import torch
 from torch import nn
 
+from tinytracker.checksum import BLOCK_BYTES, file_sha256
 from tinytracker.data.inputs import crop_boxes
 from tinytracker.deploy import camera, decode, pi
 from tinytracker.deploy.head import (
@@ -37,7 +39,6 @@ from tinytracker.deploy.manifest import (
     ManifestError,
     OutputSpec,
     RoiSpec,
-    file_sha256,
     manifest_for_export,
     read_manifest,
     write_manifest,
@@ -68,8 +69,12 @@ SHA_B = "b" * 64
 
 
 def test_training_crop_is_the_data_pipelines_face_crop():
-    for box in [(100, 200, 50, 50), (10.7, 3.2, 99.9, 80.1), (0, 0, 1, 1), (-5, 7, 30, 31)]:
-        assert training_crop(box) == tuple(float(v) for v in crop_boxes(box, None, None)["face"])
+    # prepareDataset.py: truncate, then one pixel up-left and one wider and taller
+    known = {(100, 200, 50, 50): (99, 199, 51, 51), (10.7, 3.2, 99.9, 80.1): (9, 2, 100, 81),
+             (0, 0, 1, 1): (-1, -1, 2, 2), (-5, 7, 30, 31): (-6, 6, 31, 32)}
+    for box, crop in known.items():
+        assert training_crop(box) == crop
+        assert tuple(crop_boxes(box, None, None)["face"]) == crop  # the crop prepare stores
 
 
 def test_face_roi_on_known_boxes():
@@ -522,6 +527,10 @@ def test_file_sha256(tmp_path):
     (tmp_path / "ckpt").write_bytes(b"abc")
     assert file_sha256(tmp_path / "ckpt") == (
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")  # FIPS 180-2
+    # across the 1 MiB read blocks: the digest of the whole file, not of its first block
+    data = bytes(range(256)) * (3 * BLOCK_BYTES // 256 + 7)
+    (tmp_path / "big").write_bytes(data)
+    assert file_sha256(tmp_path / "big") == hashlib.sha256(data).hexdigest()
 
 
 # ---------------------------------------------------------------- the whole path, emulated

@@ -165,8 +165,8 @@ def test_late_model_exports_sensor_graph_and_head_that_reproduce_pytorch(tmp_pat
     head(ORT sensor graph) is the PyTorch model on test frames, and the emulated camera is
     within the paper's budget of the float model."""
     from tinytracker.assemble import checkpoint_data
+    from tinytracker.checksum import file_sha256
     from tinytracker.deploy import camera
-    from tinytracker.deploy.manifest import file_sha256
     from tinytracker.export.emulation import mct_onnx_session, session_graph
     from tinytracker.models.checkpoint import module_from_checkpoint
 
@@ -213,8 +213,9 @@ def test_late_model_exports_sensor_graph_and_head_that_reproduce_pytorch(tmp_pat
 def _check_camera_files(result: dict, out: Path, ckpt: str) -> None:
     """deploy.json next to packerOut.zip, read back as the Pi reads it, agreeing with
     dnnParams.xml (read here independently) and naming the checkpoint by its hash."""
+    from tinytracker.checksum import file_sha256
     from tinytracker.deploy import camera
-    from tinytracker.deploy.manifest import file_sha256, read_manifest
+    from tinytracker.deploy.manifest import read_manifest
 
     path = Path(result["imx500/deploy_json"])
     assert path == out / "imx500" / "deploy.json"

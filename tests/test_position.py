@@ -86,6 +86,10 @@ def test_prepare_records_face_boxes_and_links_the_raw_frames(processed):
 
 
 def test_face_box_geometry_is_the_cameras_roi():
+    """The training field's ROI (data/) is the camera's (deploy/, which builds on it with its
+    edge policy): the same rectangle and normalised box for every box, and both what the rule
+    says, checked here from the GazeCapture crop alone: the square of the crop's longer side
+    about its centre, cut to the frame."""
     rng = np.random.default_rng(0)
     frame = (640, 480)
     boxes = [(300.4, 200.9, 120.0, 90.5), (-30.0, 10.0, 100.0, 140.0), (600.0, 420.0, 90.0, 90.0),
@@ -99,6 +103,14 @@ def test_face_box_geometry_is_the_cameras_roi():
             continue
         assert inference_roi(box, frame) == roi.rect
         np.testing.assert_array_equal(normalised_face_box(box, frame), normalised_box(roi))
+        # prepareDataset.py's crop: truncated, one pixel up-left and one wider and taller
+        x, y, w, h = (int(v) for v in box)
+        x, y, w, h = x - 1, y - 1, w + 1, h + 1
+        side = max(w, h)
+        x0, y0 = x + w / 2 - side / 2, y + h / 2 - side / 2  # the square about the centre
+        expected = (max(0, x0), max(0, y0), min(frame[0], x0 + side), min(frame[1], y0 + side))
+        rx, ry, rw, rh = roi.rect
+        np.testing.assert_allclose((rx, ry, rx + rw, ry + rh), expected, atol=0.5 + 1e-9)
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "packed"])

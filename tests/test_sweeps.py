@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from tests.conftest import REPO, SMALL_DATA, read_metrics
 from tests.wandb_log import read_wandb_summary
 from tinytracker.cli import experiment_alias
+from tinytracker.config import POSITIONS, validate_train_config
 from tinytracker.models.footprint import quantized_size_bytes
 
 try:
@@ -67,7 +68,37 @@ def agent_command(sweep_config: dict[str, Any], args: dict[str, dict[str, Any]])
 
 def test_there_are_sweeps_for_the_issue():
     names = {p.stem for p in SWEEP_FILES}
-    assert {"qat_bits_width_size", "architectures", "lr_augment"} <= names
+    assert {"qat_bits_width_size", "architectures", "lr_augment", "ablation"} <= names
+
+
+def test_ablation_grid_is_every_position_of_both_models_and_each_run_composes():
+    """sweeps/ablation.yaml (issue 15): model.position x TinyTracker / TinyTrackerS x 3 seeds,
+    QAT; every run W&B's grid proposes composes into a valid config of that model."""
+    config = fill_validate_schema(_load(REPO / "sweeps" / "ablation.yaml"))
+    params = config["parameters"]
+    assert params["model.position"]["values"] == list(POSITIONS)
+    assert len(set(params["seed"]["values"])) >= 3
+    runs, proposed = [], []
+    while (run := sweeps.next_run(config, runs)) is not None:  # validated above
+        proposed.append(run.config)
+        runs.append(sweeps.SweepRun(name=f"r{len(runs)}", state=sweeps.RunState.finished,
+                                    config=run.config))
+    assert len(proposed) == 2 * len(POSITIONS) * len(params["seed"]["values"])
+    grid = {tuple(str(a[k]["value"]) for k in ("experiment", "model.position", "seed"))
+            for a in proposed}
+    assert len(grid) == len(proposed)  # each combination once
+    seen = set()
+    # composing is what takes time: one run of each model and position (seeds: the grid above)
+    firsts = {(a["experiment"]["value"], a["model.position"]["value"]): a for a in proposed}
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
+        for args in firsts.values():
+            argv = experiment_alias(agent_command(config, args)[4:])
+            cfg = compose("train", overrides=[*argv, "paths.root_dir=."])
+            validate_train_config(cfg)
+            assert "quant" in cfg and cfg.model.position == args["model.position"]["value"]
+            assert cfg.seed == args["seed"]["value"]
+            seen.add((cfg.model.name, cfg.model.position))
+    assert seen == {(m, p) for m in ("tinytracker", "tinytracker_s") for p in POSITIONS}
 
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)

@@ -16,7 +16,6 @@ correction belongs to the model it was fitted on: ``predict`` refuses a feature 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,18 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from tinytracker.atomic import write_text
+from tinytracker.checksum import file_sha256
 from tinytracker.correction.corrections import CalibrationError, Correction
 
 FORMAT = "tinytracker-calibration"
 VERSION = 1
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def subject_key(subject: str | int) -> str:

@@ -149,43 +149,78 @@ def crop_boxes(face: np.ndarray | Sequence[float], eye_left: np.ndarray | Sequen
     return out
 
 
-def inference_roi(face_box: Sequence[float], frame_size: Sequence[int],
-                  square: bool = True, scale: float = 1.0) -> tuple[int, int, int, int]:
-    """The inference ROI the camera sets for ``face_box`` ``(x, y, w, h)``: whole pixels of a
-    ``frame_size = (width, height)`` frame, clipped to it.
+def training_face_crop(face_box: Sequence[float]) -> tuple[float, float, float, float]:
+    """The face crop ``(x, y, w, h)`` that :func:`crop_boxes` (``prepare``, ``predict``) cuts for
+    one face box: truncated to int, then grown by :data:`FACE_BOX_OFFSET`."""
+    box = crop_boxes(np.asarray(face_box, dtype=np.float64), None, None)["face"]
+    return tuple(float(v) for v in box)
 
-    The arithmetic of :func:`tinytracker.deploy.roi.face_roi` with ``edge="clip"`` (a test
-    keeps the two equal): the training crop (:func:`crop_boxes`' face box), squared about its
-    centre (side = its longer side), scaled about its centre, rounded, clipped. Raises
-    ``ValueError`` for a box with no area or wholly outside the frame.
+
+def roi_rect(face_box: Sequence[float], square: bool = True,
+             scale: float = 1.0) -> tuple[int, int, int, int]:
+    """The inference ROI for ``face_box`` ``(x, y, w, h)`` before it meets the frame's edges:
+    the training crop (:func:`training_face_crop`), squared about its centre (side = its
+    longer side) when ``square``, scaled about its centre, rounded to whole pixels (at least
+    1 x 1). Raises ``ValueError`` for a box with no area.
+
+    The one definition of that arithmetic: the camera's ROI
+    (:func:`tinytracker.deploy.roi.face_roi`, which then clips or refuses at the edge) and the
+    ``face_box`` training field (:func:`normalised_face_box`) both start here.
     """
-    x, y, w, h = (float(v) for v in crop_boxes(np.asarray(face_box, dtype=np.float64),
-                                               None, None)["face"])
+    x, y, w, h = training_face_crop(face_box)
     if w <= 0 or h <= 0:
-        raise ValueError(f"face box {tuple(face_box)} has no area")
+        raise ValueError(f"face box {tuple(face_box)} has no area (width and height must be "
+                         "> 0)")
     cx, cy = x + w / 2, y + h / 2
     if square:
         w = h = max(w, h)
     w, h = w * scale, h * scale
-    x0, y0 = round(cx - w / 2), round(cy - h / 2)
-    x1, y1 = x0 + max(1, round(w)), y0 + max(1, round(h))
+    return round(cx - w / 2), round(cy - h / 2), max(1, round(w)), max(1, round(h))
+
+
+def clip_rect(rect: Sequence[int], frame_size: Sequence[int]
+              ) -> tuple[int, int, int, int] | None:
+    """``rect`` ``(x, y, w, h)`` cut to a ``frame_size = (width, height)`` frame (never shifted
+    or wrapped: the pixels inside are kept, the rest lost); ``None`` when nothing of it is
+    inside."""
+    x, y, w, h = (int(v) for v in rect)
     width, height = (int(v) for v in frame_size)
-    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
-    if cx1 <= cx0 or cy1 <= cy0:
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
+    if w <= 0 or h <= 0 or x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def inference_roi(face_box: Sequence[float], frame_size: Sequence[int],
+                  square: bool = True, scale: float = 1.0) -> tuple[int, int, int, int]:
+    """The inference ROI the camera sets for ``face_box`` ``(x, y, w, h)``: whole pixels of a
+    ``frame_size = (width, height)`` frame, clipped to it (:func:`roi_rect` then
+    :func:`clip_rect`; the camera's :func:`tinytracker.deploy.roi.face_roi` with
+    ``edge="clip"``). Raises ``ValueError`` for a box with no area or wholly outside the frame.
+    """
+    clipped = clip_rect(roi_rect(face_box, square, scale), frame_size)
+    if clipped is None:
+        width, height = (int(v) for v in frame_size)
         raise ValueError(f"face box {tuple(face_box)} lies outside the {width}x{height} frame")
-    return cx0, cy0, cx1 - cx0, cy1 - cy0
+    return clipped
 
 
 def normalised_face_box(face_box: Sequence[float], frame_size: Sequence[int]) -> np.ndarray:
     """``(x0, y0, x1, y1)`` in [0, 1] of the frame: float32 ``(4,)``, the ``face_box`` batch
     field of ``model.position=late``.
 
-    Exactly ``tinytracker.deploy.roi.normalised_box(face_roi(face_box, RoiRule(), frame_size))``
-    (the default ROI rule: square, scale 1, clipped), so the head sees in training the box the
-    camera's ROI gives it.
+    The camera's ``normalised_box(face_roi(face_box, RoiRule(), frame_size))``
+    (:mod:`tinytracker.deploy.roi`; the default ROI rule: square, scale 1, clipped), so the head
+    sees in training the box the camera's ROI gives it.
     """
-    x, y, w, h = inference_roi(face_box, frame_size)
-    width, height = (int(v) for v in frame_size)
+    return normalised_rect(inference_roi(face_box, frame_size), frame_size)
+
+
+def normalised_rect(rect: Sequence[int], frame_size: Sequence[int]) -> np.ndarray:
+    """``rect`` ``(x, y, w, h)`` in pixels of a ``frame_size = (width, height)`` frame as
+    ``(x0, y0, x1, y1)`` in [0, 1] of it: float32 ``(4,)``, independent of the resolution."""
+    x, y, w, h = rect
+    width, height = frame_size
     return np.array([x / width, y / height, (x + w) / width, (y + h) / height], dtype=np.float32)
 
 

@@ -78,15 +78,33 @@ def frame_crops(frame: np.ndarray, face_box: Sequence[float], fields: Sequence[s
     return crops
 
 
-def frame_inputs(frame: np.ndarray, face_box: Sequence[float], spec: SampleSpec,
+# The fields computed from the face box; a model taking none of them (model.position=frame:
+# the whole frame only) needs no face.
+FACE_FIELDS = ("face", "eye_left", "eye_right", "face_grid", "grid_embedding", "face_box")
+
+
+def needs_face(inputs: Sequence[str]) -> bool:
+    """Whether a model with these input fields needs a face box (``frame`` alone does not)."""
+    return any(name in FACE_FIELDS for name in inputs)
+
+
+def frame_inputs(frame: np.ndarray, face_box: Sequence[float] | None, spec: SampleSpec,
                  left_eye: Sequence[float] | None = None,
                  right_eye: Sequence[float] | None = None) -> dict[str, np.ndarray]:
     """:func:`sample_inputs` of an RGB uint8 ``HxWx3`` frame and its detector boxes.
 
     Crops with :func:`frame_crops`; the face grid comes from the face box as GazeCapture's
     ``faceGrid.json`` does (:func:`~tinytracker.data.geometry.face_grid_from_rect`).
+    ``face_box`` may be ``None`` only for a model that takes no field of the face
+    (:func:`needs_face`): the ``frame`` field is the whole frame, resized as the IMX500's ISP
+    scales its full-frame ROI (:func:`~tinytracker.data.transforms.resize`, the filter that
+    ``tinytracker.deploy.roi.emulate_isp`` uses).
     """
     height, width = frame.shape[:2]
+    if face_box is None:
+        if needs_face(spec.inputs):
+            raise ValueError(f"the model takes {', '.join(spec.inputs)}: it needs a face box")
+        return sample_inputs({"frame": frame}, (), spec)
     crops = frame_crops(frame, face_box, spec.inputs, left_eye, right_eye)
     out = sample_inputs(crops, face_grid_from_rect(width, height, *face_box), spec)
     if "face_box" in spec.inputs:

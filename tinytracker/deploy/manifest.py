@@ -25,7 +25,6 @@ to ``deploy.json``. ``ckpt_sha256``: the checkpoint both files came from.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import types
 import typing
@@ -250,11 +249,3 @@ def _value(hint: Any, value: Any, where: str, key: str) -> Any:
         raise ManifestError(f"{where}: key {key!r}: expected {hint.__name__}, got {value!r}")
     return hint(value)
 
-
-def file_sha256(path: Path | str) -> str:
-    """The sha256 of a file (a checkpoint), read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -45,15 +45,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from tinytracker.data import geometry
+
 log = logging.getLogger(__name__)
 
 SENSOR_SIZE = (4056, 3040)  # picamera2's IMX500 full sensor resolution, (width, height)
 INPUT_FORMATS = ("RGB", "BGR", "Y")  # BayerRGB: not emulated (our networks take RGB or grey)
 EDGE_POLICIES = ("clip", "refuse")
-# prepareDataset.py grows the face box by one pixel up-left "for compatibility with matlab
-# code"; the same as tinytracker.data.inputs.FACE_BOX_OFFSET (a test keeps them equal; that
-# module imports torch, which the Pi does not have).
-_FACE_BOX_OFFSET = (-1, -1, 1, 1)
 _INTERPOLATION = {"shrink": cv2.INTER_AREA, "enlarge": cv2.INTER_LINEAR}
 
 Rect = tuple[int, int, int, int]
@@ -103,10 +101,9 @@ class Roi:
 
 def training_crop(face_box: Sequence[float]) -> tuple[float, float, float, float]:
     """The face crop the data pipeline cuts for ``face_box`` ``(x, y, w, h)``: truncated to int,
-    then grown by one pixel up-left (``prepareDataset.py``; :func:`~tinytracker.data.inputs.\
-crop_boxes`)."""
-    box = [int(float(v)) for v in face_box]
-    return tuple(float(b + o) for b, o in zip(box, _FACE_BOX_OFFSET, strict=True))
+    then grown by one pixel up-left (``prepareDataset.py``;
+    :func:`~tinytracker.data.geometry.training_face_crop`)."""
+    return geometry.training_face_crop(face_box)
 
 
 def face_roi(face_box: Sequence[float], rule: RoiRule,
@@ -114,21 +111,17 @@ def face_roi(face_box: Sequence[float], rule: RoiRule,
     """The ROI for ``face_box`` ``(x, y, w, h)`` in pixels of a ``frame_size`` frame.
 
     Training crop (:func:`training_crop`) -> square about its centre (``rule.square``) ->
-    scaled about its centre (``rule.scale``) -> rounded to whole pixels -> clipped to the
-    frame or refused (``rule.edge``). A box wholly outside the frame, or with no area, is
+    scaled about its centre (``rule.scale``) -> rounded to whole pixels
+    (:func:`~tinytracker.data.geometry.roi_rect`) -> clipped to the frame or refused
+    (``rule.edge``, :func:`fit_to_frame`). A box wholly outside the frame, or with no area, is
     always refused: there is nothing to clip to. ``rule.mode == "full_frame"`` ignores the box.
     """
     if rule.mode == "full_frame":
         return full_frame_roi(frame_size)
-    x, y, w, h = training_crop(face_box)
-    if w <= 0 or h <= 0:
-        raise RoiError(f"face box {tuple(face_box)} has no area (width and height must be > 0)")
-    cx, cy = x + w / 2, y + h / 2
-    if rule.square:
-        w = h = max(w, h)
-    w, h = w * rule.scale, h * rule.scale
-    x0, y0 = round(cx - w / 2), round(cy - h / 2)
-    rect = (x0, y0, max(1, round(w)), max(1, round(h)))
+    try:  # the arithmetic of the training field face_box: one definition, in data/
+        rect = geometry.roi_rect(face_box, rule.square, rule.scale)
+    except ValueError as err:
+        raise RoiError(str(err)) from err
     return fit_to_frame(rect, frame_size, rule.edge, what=f"ROI for face box {tuple(face_box)}")
 
 
@@ -147,12 +140,10 @@ def fit_to_frame(rect: Sequence[int], frame_size: tuple[int, int], edge: str = "
         raise RoiError(f"edge must be one of {EDGE_POLICIES}, got {edge!r}")
     width, height = _size(frame_size)
     x, y, w, h = (int(v) for v in rect)
-    x1, y1 = min(x + w, width), min(y + h, height)
-    cx0, cy0 = max(x, 0), max(y, 0)
-    if w <= 0 or h <= 0 or x1 <= cx0 or y1 <= cy0:
+    clipped = geometry.clip_rect((x, y, w, h), (width, height))
+    if clipped is None:
         raise RoiError(f"{what}: {(x, y, w, h)} lies outside the {width}x{height} frame "
                        "(nothing to crop); no ROI set for this frame")
-    clipped = (cx0, cy0, x1 - cx0, y1 - cy0)
     if clipped == (x, y, w, h):
         return Roi(clipped, (width, height))
     sides = _sides_crossed((x, y, w, h), (width, height))
@@ -216,10 +207,7 @@ def normalised_box(roi: Roi) -> np.ndarray:
     frame's resolution, so a GazeCapture frame and the 4056x3040 sensor give the same box for
     the same framing.
     """
-    x, y, w, h = roi.rect
-    width, height = roi.frame_size
-    return np.array([x / width, y / height, (x + w) / width, (y + h) / height],
-                    dtype=np.float32)
+    return geometry.normalised_rect(roi.rect, roi.frame_size)
 
 
 def emulate_isp(frame: np.ndarray, roi: Roi, input_size: tuple[int, int],

@@ -15,13 +15,13 @@ from typing import Any
 
 from torch import nn
 
+from tinytracker.checksum import file_sha256
 from tinytracker.deploy.decode import parse_dnn_params
 from tinytracker.deploy.head import Head, layers_from_module, load_head, save_head
 from tinytracker.deploy.manifest import (
     FILE_NAME,
     Manifest,
     RoiSpec,
-    file_sha256,
     manifest_for_export,
     write_manifest,
 )

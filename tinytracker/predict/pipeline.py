@@ -17,7 +17,7 @@ import numpy as np
 from tinytracker.correction.corrections import CalibrationError
 from tinytracker.correction.saved import load_calibration
 from tinytracker.data.face_detection import HaarDetector
-from tinytracker.data.inputs import frame_inputs
+from tinytracker.data.inputs import frame_inputs, needs_face
 from tinytracker.onnx_runner import OnnxRunner
 from tinytracker.predict.draw import annotate
 from tinytracker.predict.records import FramePrediction, write_csv, write_json
@@ -44,16 +44,25 @@ class Predictor:
         if frame.image is None:
             return FramePrediction(frame.index, frame.name, False, note=frame.error or "")
         found = self.detector(frame.image)
+        spec = self.runner.spec
         if found.face is None:
-            return FramePrediction(frame.index, frame.name, False, note="no face found")
+            record = FramePrediction(frame.index, frame.name, False, note="no face found")
+            if needs_face(spec.inputs):
+                return record
+            # model.position=frame: the whole frame is the input, as on the camera, which
+            # runs it on every frame without a face detector
+            record.note = "no face found (this model takes the whole frame)"
+            return self._gaze(record, frame_inputs(frame.image, None, spec))
         record = FramePrediction(frame.index, frame.name, True, list(found.face),
                                  _box(found.left_eye), _box(found.right_eye))
-        spec = self.runner.spec
         if {"eye_left", "eye_right"} & set(spec.inputs) and None in (found.left_eye,
                                                                      found.right_eye):
             record.note = "eyes not found: this model needs both eye crops"
             return record
         inputs = frame_inputs(frame.image, found.face, spec, found.left_eye, found.right_eye)
+        return self._gaze(record, inputs)
+
+    def _gaze(self, record: FramePrediction, inputs: dict[str, np.ndarray]) -> FramePrediction:
         x_cm, y_cm = (float(v) for v in self.runner(inputs))
         record.x_cm, record.y_cm = x_cm, y_cm
         if self.screen is not None:

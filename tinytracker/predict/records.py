@@ -3,7 +3,8 @@
 Boxes follow GazeCapture: ``face_box`` ``[x, y, w, h]`` in frame pixels, eye boxes relative
 to the face box (``left_eye`` = the subject's left eye). Gaze in cm is GazeCapture's camera
 coordinates; ``screen_*`` fields are present when a screen was given. A frame without a face
-has ``face_found = false`` and no gaze: empty CSV cells, JSON ``null``.
+has ``face_found = false`` and no gaze (empty CSV cells, JSON ``null``), unless the model
+takes the whole frame (``model.position=frame``), which needs no face.
 """
 
 from __future__ import annotations
