@@ -11,8 +11,11 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import pickle
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
@@ -160,3 +163,22 @@ def qat_run(tmp_path_factory, cache_dir) -> Path:
     train_in_process(out, "+experiment=qat", *SMALL_DATA, "quant.float_epochs=2",
                      "quant.epochs=2", "quant.calibration_batches=4", "logger=csv")
     return out
+
+
+def kill_once_loadable(proc: subprocess.Popen, ckpt: Path, timeout_s: float = 600) -> None:
+    """SIGKILL ``proc`` as soon as ``ckpt`` is a whole checkpoint (it loads): the run is then
+    past its first epoch and in the next. Polls the file, no sleep that races."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"training ended before {ckpt} was written:\n{proc.stdout.read()}")
+        try:
+            torch.load(ckpt, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+            time.sleep(0.01)
+            continue
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail(f"{ckpt} was not written within {timeout_s} s")

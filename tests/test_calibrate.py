@@ -154,7 +154,8 @@ def test_int8_onnx_calibration_matches_the_quantized_pytorch_model(trained, tmp_
     ptq = tmp_path / "ptq"
     train_in_process(ptq, "+experiment=qat", *SMALL_DATA,
                      f"quant.float_ckpt={trained['checkpoint']}", "quant.mode=ptq",
-                     "quant.calibration_batches=2", "logger=none", "data.face_size=64")
+                     "quant.calibration_batches=2", "logger=none", "data.face_size=64",
+                     "model.position=input")  # the float run's design (conftest float_run)
     int8_ckpt = read_metrics(ptq)["checkpoint"]
     run_module("tinytracker.export", f"ckpt_path={int8_ckpt}", "format=onnx", "features=true",
                f"out_dir={tmp_path / 'export'}", *EVAL_DATA, env=ONE_THREAD)

@@ -109,11 +109,13 @@ def test_real_converter_packs_a_trained_tinytracker_that_fits(tmp_path, float_wa
     assert result["imx500/conversion_s"] > 0
     assert result["imx500/calibration_images"] == 32
 
-    # dnnParams.xml: the camera's view of the network (one 112x112 RGB input, 2 values out)
+    # dnnParams.xml: the camera's view of the network (one RGB input at the run's face size,
+    # 64x64 by default, 2 values out)
     net = ET.parse(result["imx500/dnn_params"]).getroot().find("networks/network")
     inputs = [[int(d.get("size")) for d in t.iter("dimension")]
               for t in net.iter("inputTensor")]
-    assert inputs == [[3, 112, 112]]
+    px = _face_px(metrics["checkpoint"])
+    assert inputs == [[3, px, px]]
     with zipfile.ZipFile(packer) as zf:  # the packed copy says the same
         packed = ET.fromstring(zf.read("dnnParams.xml")).find("networks/network")
     assert len(list(packed.iter("inputTensor"))) == 1
@@ -176,8 +178,9 @@ def test_late_model_exports_sensor_graph_and_head_that_reproduce_pytorch(tmp_pat
                "imx500.calibration_images=32", *EVAL_DATA, env=ONE_THREAD)
     result = json.loads((out / "export.json").read_text())
     net = ET.parse(result["imx500/dnn_params"]).getroot().find("networks/network")
+    px = _face_px(ckpt)
     assert [[int(d.get("size")) for d in t.iter("dimension")]
-            for t in net.iter("inputTensor")] == [[3, 112, 112]]
+            for t in net.iter("inputTensor")] == [[3, px, px]]
     assert result["inputs"] == ["face"] and result["outputs"] == ["features"]
     manifest, head = camera.load(result["imx500/deploy_json"])
     assert result["imx500/head"] == str(out / "imx500" / "head.npz")
@@ -210,6 +213,12 @@ def test_late_model_exports_sensor_graph_and_head_that_reproduce_pytorch(tmp_pat
     assert diff.mean() <= PAPER_QUANT_BUDGET_CM, diff.mean()
 
 
+def _face_px(ckpt: str) -> int:
+    """The face input size the checkpoint was trained at (its input spec)."""
+    spec = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+    return int(spec["input_spec"]["face_size"])
+
+
 def _check_camera_files(result: dict, out: Path, ckpt: str) -> None:
     """deploy.json next to packerOut.zip, read back as the Pi reads it, agreeing with
     dnnParams.xml (read here independently) and naming the checkpoint by its hash."""
@@ -226,8 +235,9 @@ def _check_camera_files(result: dict, out: Path, ckpt: str) -> None:
     tensor = ET.parse(result["imx500/dnn_params"]).getroot().find(
         "networks/network/inputTensors/inputTensor")
     assert manifest.input.scale == float(tensor.get("scale"))
+    px = _face_px(ckpt)
     assert (manifest.input.format, manifest.input.width, manifest.input.height) == \
-        ("RGB", 112, 112)
+        ("RGB", px, px)
     assert (manifest.input.mean, manifest.input.std) == (0.5, 0.5)
     assert manifest.roi.mode == "face" and manifest.roi.square
     assert manifest.output.kind == "gaze_cm" and manifest.output.units == "cm"

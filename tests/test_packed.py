@@ -97,7 +97,7 @@ def _replace_crop(root: Path, row: int, image: np.ndarray | None) -> Path:
 
 def test_stale_pack_is_rebuilt_not_used(cache_dir, processed_copy, caplog):
     dm = _dm(cache_dir, "packed", root=processed_copy)
-    pack_dir = next(dm.pack_root.glob("face112*"))
+    pack_dir = next(dm.pack_root.glob("face64*"))  # the default size
     before = json.loads((pack_dir / "PACK.json").read_text())["fingerprint"]
     # a crop changes on disk: the next DataModule must see the new pixels, not the old pack
     _replace_crop(processed_copy, 0, np.full((150, 150, 3), 200, np.uint8))
@@ -109,8 +109,8 @@ def test_stale_pack_is_rebuilt_not_used(cache_dir, processed_copy, caplog):
     jpeg = _dm(cache_dir, "jpeg", root=processed_copy)
     for split in ("train", "test"):
         _assert_identical(_batches(jpeg, split), _batches(packed, split))
-    # another size is another pack, not a reuse of the 112 px one
-    _dm(cache_dir, "packed", root=processed_copy, face_size=64)
+    # another size is another pack, not a reuse of the 64 px one
+    _dm(cache_dir, "packed", root=processed_copy, face_size=112)
     assert sorted(p.name for p in dm.pack_root.iterdir() if p.is_dir()) == ["face112", "face64"]
 
 
@@ -131,10 +131,10 @@ def test_unreadable_crop_fails_naming_it_or_is_skipped_like_jpeg(cache_dir, proc
 def test_pack_command_then_training_reads_the_pack(tmp_path, cache_dir):
     run_module("tinytracker.data.pack", *SMALL_DATA, f"out_dir={tmp_path / 'pack'}")
     summary = json.loads((tmp_path / "pack" / "pack.json").read_text())
-    assert summary["fields"] == {"face": 112}
+    assert summary["fields"] == {"face": 64}  # the default run's face crops
     index = _dm(cache_dir, "jpeg").index
     assert summary["frames"] == {s: int((index.split == s).sum()) for s in ("train", "val", "test")}
-    assert summary["size_bytes"] >= len(index) * 112 * 112 * 3
+    assert summary["size_bytes"] >= len(index) * 64 * 64 * 3
     run_module("tinytracker.train", *SMALL_DATA, "data.format=packed", f"out_dir={tmp_path}",
                "trainer.fast_dev_run=true", "logger=csv")
     train_log = (tmp_path / "train.log").read_text()

@@ -50,7 +50,9 @@ def test_short_training_writes_checkpoints_and_metrics(tmp_path, cache_dir):
     assert metrics["checkpoint"].startswith(str(tmp_path / "checkpoints"))
     # the best checkpoint loads with weights_only semantics
     ckpt = torch.load(metrics["checkpoint"], map_location="cpu", weights_only=True)
-    assert ckpt["hyper_parameters"]["input_spec"]["face_size"] == 112
+    # the default's input (conf/data/synthetic.yaml: 64 px) travels in the checkpoint
+    assert ckpt["hyper_parameters"]["input_spec"]["face_size"] == \
+        compose_config("train").data.face_size == 64
     assert metrics["train/epochs"] == 2
 
     # evaluate the best checkpoint on the same data: same test error, plus the breakdowns
