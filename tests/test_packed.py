@@ -75,6 +75,17 @@ def test_packed_path_still_augments_on_the_fly(cache_dir):
     assert torch.equal(plain[0]["gaze_cm"], first[0]["gaze_cm"])  # same frames, same order
 
 
+def test_augmentation_follows_the_run_seed(cache_dir):
+    """The same seed draws the same augmentations (albumentations seeded from torch's seed,
+    not from OS entropy); another seed draws others."""
+    aug = {"enabled": True, "strength": 1.0}
+    first = _batches(_dm(cache_dir, "packed", augment=aug), "train", seed=0)
+    again = _batches(_dm(cache_dir, "packed", augment=aug), "train", seed=0)
+    _assert_identical(first, again)
+    other = _batches(_dm(cache_dir, "packed", augment=aug), "train", seed=1)
+    assert not torch.equal(first[0]["face"], other[0]["face"])
+
+
 @pytest.fixture()
 def processed_copy(cache_dir, tmp_path) -> Path:
     """A writable copy of the small synthetic set's processed directory."""

@@ -7,11 +7,14 @@ gaze information (and the face grid / grid embedding would no longer match the p
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import albumentations as A
 import cv2
 import numpy as np
+import torch
 
 
 @dataclass
@@ -32,12 +35,34 @@ class AugmentConfig:
     rotate_limit_deg: float = 3.0
 
 
+class SeededCompose(A.Compose):
+    """An albumentations pipeline that draws from the run's seed.
+
+    Albumentations keeps its own generators, seeded from OS entropy unless ``Compose(seed=)``
+    says otherwise (its "Reproducibility" guide), so ``seed_everything`` does not reach them
+    and two runs of one seed trained on different augmentations. Here the pipeline is seeded
+    from ``torch.initial_seed()`` of the process that applies it, the first time it does:
+    the run's seed in the main process (``num_workers=0``); in a DataLoader worker, torch's
+    seed of that worker (a base drawn from the run's generator, plus the worker id), so
+    workers draw differently from each other and every run of a seed draws the same.
+    """
+
+    _seeded_with: tuple[int, int] | None = None
+
+    def __call__(self, *args: Any, **data: Any) -> dict[str, Any]:
+        key = (os.getpid(), torch.initial_seed())
+        if key != self._seeded_with:
+            self.set_random_seed(key[1] % 2**32)
+            self._seeded_with = key
+        return super().__call__(*args, **data)
+
+
 def build_augment(cfg: AugmentConfig | None) -> A.Compose | None:
     """Albumentations pipeline from config, or ``None`` when augmentation is off."""
     if cfg is None or not cfg.enabled or cfg.strength <= 0:
         return None
     s = float(cfg.strength)
-    return A.Compose(
+    return SeededCompose(
         [
             A.RandomBrightnessContrast(
                 brightness_limit=cfg.brightness_limit * s, contrast_limit=cfg.contrast_limit * s
