@@ -5,15 +5,21 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module, train_in_process
+from tests.conftest import (
+    REPO,
+    SMALL_DATA,
+    compose_config,
+    kill_once_loadable,
+    read_metrics,
+    run_module,
+    train_in_process,
+)
 from tests.wandb_log import read_wandb_artifacts, read_wandb_config, read_wandb_summary
 from tinytracker.models.checkpoint import CheckpointError, load_checkpoint
 from tinytracker.tracking import WandbRunRef, log_to_wandb_run, update_json_summary, write_metrics
@@ -50,16 +56,10 @@ def test_resume_after_kill_ends_at_same_epoch_count(tmp_path, cache_dir):
     cmd = [sys.executable, "-m", "tinytracker.train", *SMALL_DATA, f"out_dir={first}",
            f"trainer.max_epochs={epochs}", "logger=csv"]
     env = {**os.environ, "WANDB_MODE": "offline"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     last = first / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 600
-    while not last.is_file() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    time.sleep(0.5)  # let the checkpoint write finish
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert last.is_file(), "the run never wrote last.ckpt"
+    kill_once_loadable(proc, last)  # no sleep that races: killed once last.ckpt loads
     killed_at = load_checkpoint(last)["epoch"]
     assert killed_at < epochs - 1, "run finished before it could be killed"
     assert not (first / "metrics.json").exists()
@@ -143,3 +143,41 @@ def test_online_mode_without_network_falls_back_to_offline(tmp_path, cache_dir):
     assert "logging offline instead" in proc.stderr + proc.stdout
     assert read_metrics(tmp_path)["test/error_cm"] > 0
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_last_checkpoint_is_the_last_epoch_not_the_best(tmp_path):
+    """The default callbacks' ``last.ckpt`` is the last epoch even when validation got worse
+    after the first (Lightning 2.6's ModelCheckpoint writes it only with a new best): what a
+    killed run resumes from."""
+    import lightning as L
+    from hydra.utils import instantiate
+    from torch import nn
+
+    class Worsening(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(2, 1)
+
+        def training_step(self, batch, _):
+            return self.layer(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch, _):
+            self.log("val/error_cm", float(self.current_epoch))  # best at epoch 0
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 2)),
+                                       batch_size=2)
+    cfg = compose_config("train", out_dir=tmp_path).callbacks.model_checkpoint
+    trainer = L.Trainer(max_epochs=3, callbacks=[instantiate(cfg)], logger=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(Worsening(), data, data)
+    ckpts = tmp_path / "checkpoints"
+    def epoch(path):
+        return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
+
+    assert epoch(ckpts / "last.ckpt") == 2
+    (best,) = ckpts.glob("epoch000-*.ckpt")  # the top-k file is still the best epoch
+    assert epoch(best) == 0
+    assert sorted(p.name for p in ckpts.iterdir()) == [best.name, "last.ckpt"]

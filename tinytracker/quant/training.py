@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from tinytracker.config import ConfigError, build_net
@@ -158,7 +159,7 @@ def _float_callbacks(cfg: DictConfig, out_dir: Path) -> list:
     for c in group.values():
         if not c or "_target_" not in c:
             continue
-        if c["_target_"].endswith("ModelCheckpoint"):
+        if issubclass(get_class(c["_target_"]), ModelCheckpoint):
             c = {**c, "dirpath": str(out_dir / "checkpoints" / "float"), "save_last": False}
         callbacks.append(instantiate(c))
     return callbacks

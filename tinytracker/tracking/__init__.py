@@ -1,6 +1,8 @@
 """Where a run's results go: flat JSON files in its directory (:mod:`.summary_files`:
-``metrics.json`` and other summaries) and W&B (:mod:`.wandb_run`)."""
+``metrics.json`` and other summaries), its checkpoints (:mod:`.checkpoints`) and W&B
+(:mod:`.wandb_run`)."""
 
+from tinytracker.tracking.checkpoints import LastEpochCheckpoint
 from tinytracker.tracking.provenance import git_state
 from tinytracker.tracking.run_summary import format_run_summary
 from tinytracker.tracking.summary_files import METRICS_FILE, update_json_summary, write_metrics
@@ -18,6 +20,7 @@ from tinytracker.tracking.wandb_run import (
 
 __all__ = [
     "METRICS_FILE",
+    "LastEpochCheckpoint",
     "WandbRunRef",
     "checkpoint_wandb_run",
     "format_run_summary",
