@@ -25,6 +25,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities.seed import isolate_rng
 from torch.utils.data import DataLoader
 
 from tinytracker.atomic import write_text
@@ -142,10 +143,15 @@ class GazeDataModule(L.LightningDataModule):
     # ----------------------------------------------------------------- Lightning hooks
     def prepare_data(self) -> None:
         """Generate (synthetic), prepare (raw layout) and pack (``format=packed``) once; later
-        runs reuse the cache."""
-        self.prepare_processed()
-        if self.format == "packed":
-            self.ensure_pack(self.filtered_index())
+        runs reuse the cache.
+
+        The run's random generators are left as they were: a first run that builds the cache
+        trains as every later run of its seed does, not on draws moved by the build.
+        """
+        with isolate_rng():
+            self.prepare_processed()
+            if self.format == "packed":
+                self.ensure_pack(self.filtered_index())
 
     def prepare_processed(self) -> None:
         """The processed layout (``metadata.mat`` + crops), generated or prepared if missing."""

@@ -56,6 +56,24 @@ class SeededCompose(A.Compose):
             self._seeded_with = key
         return super().__call__(*args, **data)
 
+    def random_state(self) -> dict[str, Any]:
+        """The draws so far, of the pipeline and of each transform (plain data, for a
+        checkpoint): :meth:`set_random_state` continues from here."""
+        return {"numpy": [t.random_generator.bit_generator.state for t in self._rngs()],
+                "python": [t.py_random.getstate() for t in self._rngs()]}
+
+    def set_random_state(self, state: dict[str, Any]) -> None:
+        """Continue the draws of :meth:`random_state` (in this process, without reseeding)."""
+        for t, np_state, py_state in zip(self._rngs(), state["numpy"], state["python"],
+                                         strict=True):
+            t.random_generator.bit_generator.state = np_state
+            version, internal, gauss = py_state
+            t.py_random.setstate((version, tuple(internal), gauss))
+        self._seeded_with = (os.getpid(), torch.initial_seed())
+
+    def _rngs(self) -> list[Any]:
+        return [self, *self.transforms]
+
 
 def build_augment(cfg: AugmentConfig | None) -> A.Compose | None:
     """Albumentations pipeline from config, or ``None`` when augmentation is off."""

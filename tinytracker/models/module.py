@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torchmetrics import MeanMetric
 
@@ -122,6 +123,41 @@ class GazeModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Plain containers only, so the checkpoint loads with torch.load(weights_only=True).
         checkpoint["hyper_parameters"] = _plain(dict(self.hparams))
+        if self._trainer is not None and self.trainer.world_size == 1:
+            checkpoint["random_state"] = self._random_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A run resumed from a checkpoint continues the draws of the run that wrote it (the
+        # shuffling, through torch's generator, and the augmentation), so resuming a killed
+        # run ends where the uninterrupted run ends. torch's generator now: Lightning draws
+        # the first epoch's shuffling before on_train_epoch_start (the sanity check between
+        # is isolated from the generator); the augmentation at that hook, when the training
+        # set is reachable and before its first sample.
+        state = checkpoint.get("random_state")
+        trainer = self._trainer
+        if (state is None or trainer is None or trainer.state.fn != TrainerFn.FITTING
+                or trainer.world_size != 1):
+            return
+        torch.set_rng_state(state["torch"])
+        self._resumed_augment_state = state.get("augment")
+
+    def on_train_epoch_start(self) -> None:
+        state = getattr(self, "_resumed_augment_state", None)
+        self._resumed_augment_state = None
+        augment = self._train_augment()
+        if state is not None and augment is not None:
+            augment.set_random_state(state)
+
+    def _random_state(self) -> dict[str, Any]:
+        augment = self._train_augment()
+        return {"torch": torch.get_rng_state(),
+                "augment": augment.random_state() if augment is not None else None}
+
+    def _train_augment(self) -> Any:
+        """The training set's augmentation pipeline (``SeededCompose``), if it has one."""
+        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
+        augment = getattr(dataset, "augment", None)
+        return augment if hasattr(augment, "random_state") else None
 
 
 def _plain(obj: Any) -> Any:
