@@ -51,6 +51,10 @@ def test_benchmark_writes_every_figure(tmp_path, cache_dir):
         assert results["latency/tinytracker_s/input"] == "96x96x1, batch 1"
     else:
         assert "not found" in results["latency/tinytracker_s/tflite/skipped"]
+    assert results["e2e/error_over_mean_predictor"] == pytest.approx(
+        results["e2e/test_error_cm"] / results["e2e/mean_predictor_error_cm"])
+    assert results["target_met/e2e/error_over_mean_predictor"] is (
+        results["e2e/error_over_mean_predictor"] <= 0.45)
     assert "lightning_over_plain" in proc.stdout  # the printed table
 
 

@@ -34,7 +34,9 @@ def default_run(work_dir: Path, overrides: list[str] | None = None) -> dict[str,
     metrics = json.loads((run_dir / "metrics.json").read_text())
     out = {"e2e/default_run_s": wall_s,
            "e2e/test_error_cm": metrics["test/error_cm"],
-           "e2e/mean_predictor_error_cm": metrics["baseline/mean_predictor_error_cm"]}
+           "e2e/mean_predictor_error_cm": metrics["baseline/mean_predictor_error_cm"],
+           "e2e/error_over_mean_predictor": (metrics["test/error_cm"]
+                                             / metrics["baseline/mean_predictor_error_cm"])}
     for stage in STAGES:
         out[f"e2e/{stage}_s"] = float(metrics[f"time/{stage}_s"])
     return out
