@@ -679,3 +679,26 @@ def test_a_killed_run_resumes_into_its_own_directory(tmp_path):
     log_after = (run / "train.log").read_text()
     assert log_after.startswith(log_before) and len(log_after) > len(log_before)
     assert "resuming W&B run " + first_id in log_after
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_full_disk_while_checkpointing_is_named_and_leaves_no_partial_checkpoint(tmp_path):
+    """Checkpoints on a real 3 MB tmpfs, smaller than one checkpoint (about 5.5 MB): the run
+    stops naming the checkpoint and its bytes, and leaves no part of it on that disk."""
+    ckpts = tmp_path / "ckpts"
+    env = {"TINYTRACKER_CACHE_DIR": str(tmp_path / "cache")}
+    out = _in_small_filesystems(
+        f"{sys.executable} -m tinytracker.train out_dir={tmp_path}/run logger=csv "
+        "trainer.max_epochs=1 data.synthetic.subjects=6 data.synthetic.frames_per_subject=16 "
+        f"data.batch_size=8 callbacks.model_checkpoint.dirpath={ckpts}; echo rc=$?; "
+        f"echo left:; find {ckpts} -type f",
+        {str(ckpts): "size=3m"}, env=env)
+    assert "rc=1" in out, out[-3000:]
+    named = re.search(rf"train failed: no space left to write {ckpts}/(epoch000-\S+\.ckpt): "
+                      r"it needs ([\d,]+) bytes", out)
+    assert named, out[-3000:]
+    assert int(named[2].replace(",", "")) > 3 * 1024 * 1024  # more than the disk holds
+    assert "Traceback" not in out.split("--- stderr ---")[-1]
+    left = out.split("left:")[-1].split("--- stderr ---")[0].split()
+    assert left == [], f"partial files left: {left}"

@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from tinytracker.assemble import build_module
+from tinytracker.atomic import WriteError
 from tinytracker.cli import experiment_alias
 from tinytracker.config import (
     ConfigError,
@@ -194,6 +195,9 @@ def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
     except CheckpointError as err:
         log.error("unusable checkpoint: %s", err)
         raise SystemExit(f"unusable checkpoint: {err}") from err
+    except WriteError as err:  # a full or read-only disk: the file and the bytes, no traceback
+        log.error("%s", err)
+        raise SystemExit(f"train failed: {err}") from err
     return optimized_value(metrics, cfg.get("optimized_metric"))
 
 

@@ -2,7 +2,7 @@
 ``metrics.json`` and other summaries), its checkpoints (:mod:`.checkpoints`) and W&B
 (:mod:`.wandb_run`)."""
 
-from tinytracker.tracking.checkpoints import LastEpochCheckpoint
+from tinytracker.tracking.checkpoints import AtomicCheckpointIO, LastEpochCheckpoint
 from tinytracker.tracking.provenance import git_state
 from tinytracker.tracking.run_summary import format_run_summary
 from tinytracker.tracking.summary_files import METRICS_FILE, update_json_summary, write_metrics
@@ -20,6 +20,7 @@ from tinytracker.tracking.wandb_run import (
 
 __all__ = [
     "METRICS_FILE",
+    "AtomicCheckpointIO",
     "LastEpochCheckpoint",
     "WandbRunRef",
     "checkpoint_wandb_run",
