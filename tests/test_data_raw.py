@@ -95,6 +95,20 @@ def test_grid_embedding_corners():
     np.testing.assert_allclose(part[1, [0, -1], 0], [2 * 5 / 25 - 1, 2 * 15 / 25 - 1])
 
 
+def test_grid_embedding_in_the_authors_convention_is_one_cell_further():
+    # pbonazzi/tinytracker src/ITrackerDataTF.py create_grid: x_start = g[0]*2/25 - 1,
+    # x_end = (g[0] + g[2])*2/25 - 1, with faceGrid.json's 1-based g
+    ours = grid_embedding((6, 7, 10, 12), 3, 3)
+    theirs = grid_embedding((6, 7, 10, 12), 3, 3, convention="authors_tf")
+    np.testing.assert_allclose(theirs[0, 0], np.linspace(6 * 2 / 25 - 1, 16 * 2 / 25 - 1, 3))
+    np.testing.assert_allclose(theirs[1, :, 0], np.linspace(7 * 2 / 25 - 1, 19 * 2 / 25 - 1, 3))
+    np.testing.assert_allclose(theirs - ours, 2 / 25, atol=1e-6)
+    assert grid_embedding((1, 1, 25, 25), 2, 2, convention="authors_tf").max() == pytest.approx(
+        1.08)  # the largest value of the released file's input range (test_import_tflite)
+    with pytest.raises(ValueError, match="grid_convention must be one of"):
+        grid_embedding((1, 1, 25, 25), 2, 2, convention="tf")
+
+
 def test_crop_with_padding_at_frame_edge():
     image = np.arange(10 * 10 * 3, dtype=np.uint8).reshape(10, 10, 3)
     crop = crop_with_padding(image, (-2.7, 7.9, 5, 4))  # truncated to (-2, 7, 5, 4)

@@ -9,7 +9,10 @@ Conventions follow the public GazeCapture release (CSAILVision/GazeCapture):
   ``faceGridFromFaceRect``; the public PyTorch loader expands it with ``makeGrid``.
 * TinyTracker's optional 2-channel grid embedding holds, for each pixel of the face crop,
   the horizontal and vertical position of that pixel in the frame, linearly mapped to
-  [-1, 1]; it is built from the face-grid box (the TinyTracker authors' evaluation code).
+  [-1, 1]; it is built from the face-grid box, as the TinyTracker authors' training pipeline
+  does (``create_grid`` in pbonazzi/tinytracker src/ITrackerDataTF.py), in one of two
+  conventions (:data:`~tinytracker.data.spec.GRID_CONVENTIONS`): ours starts at the box's
+  cell edge, theirs one cell further (their released weights learned theirs).
 """
 
 from __future__ import annotations
@@ -72,29 +75,43 @@ def _face_grid_mask(params: tuple[float, ...], grid_size: int) -> np.ndarray:
     return mask
 
 
+# The cell index that maps to -1 in each grid-embedding convention (data.spec.GRID_CONVENTIONS):
+# ours subtracts 1 from faceGrid.json's 1-based X/Y (the box's left/top edge); the authors'
+# create_grid (src/ITrackerDataTF.py: ``x_start = g[0]*2/25 - 1``) uses X/Y as they are.
+GRID_ORIGIN_CELL = {"cell_edges": 1.0, "authors_tf": 0.0}
+
+
 def grid_embedding(
     params: Sequence[float], height: int, width: int, grid_size: int = FACE_GRID_SIZE,
-    out: np.ndarray | None = None,
+    out: np.ndarray | None = None, convention: str = "cell_edges",
 ) -> np.ndarray:
     """2-channel ``(2, height, width)`` float32 embedding of where the face crop sits in the frame.
 
-    Channel 0 varies along x, channel 1 along y. The left edge of the face-grid box maps to
-    ``2 * (X - 1) / grid_size - 1`` and the right edge to ``2 * (X - 1 + W) / grid_size - 1``
-    (likewise for y), so a face filling the whole frame spans exactly [-1, 1]. ``out``: an
-    array to fill instead of a new one (a batch slice).
+    Channel 0 varies along x, channel 1 along y (the authors stack ``gridX, gridY`` after the
+    image channels, ``concat([image, gridX, gridY])``). ``convention="cell_edges"``: the left
+    edge of the face-grid box maps to ``2 * (X - 1) / grid_size - 1`` and the right edge to
+    ``2 * (X - 1 + W) / grid_size - 1`` (likewise for y), so a face filling the whole frame
+    spans exactly [-1, 1]. ``"authors_tf"``: ``2 * X / grid_size - 1`` to
+    ``2 * (X + W) / grid_size - 1``, the authors' training ``create_grid`` (one cell further;
+    a face at the right edge reaches 1.08). Positions are a linspace over the crop's pixels
+    in both. ``out``: an array to fill instead of a new one (a batch slice).
     """
+    if convention not in GRID_ORIGIN_CELL:
+        raise ValueError(f"grid_convention must be one of {tuple(GRID_ORIGIN_CELL)}, got "
+                         f"{convention!r}")
+    origin = GRID_ORIGIN_CELL[convention]
     x, y, w, h = (float(p) for p in params)
     emb = np.empty((2, height, width), dtype=np.float32) if out is None else out
-    emb[0] = _grid_axis(x, w, width, grid_size)[None, :]
-    emb[1] = _grid_axis(y, h, height, grid_size)[:, None]
+    emb[0] = _grid_axis(x - origin, w, width, grid_size)[None, :]
+    emb[1] = _grid_axis(y - origin, h, height, grid_size)[:, None]
     return emb
 
 
 @lru_cache(maxsize=16384)
-def _grid_axis(start_cell: float, cells: float, n: int, grid_size: int) -> np.ndarray:
-    """``n`` positions across a face-grid box of ``cells`` cells from 1-based ``start_cell``."""
-    lo = 2.0 * (start_cell - 1.0) / grid_size - 1.0
-    hi = 2.0 * (start_cell - 1.0 + cells) / grid_size - 1.0
+def _grid_axis(start: float, cells: float, n: int, grid_size: int) -> np.ndarray:
+    """``n`` positions across ``cells`` cells from the 0-based cell position ``start``."""
+    lo = 2.0 * start / grid_size - 1.0
+    hi = 2.0 * (start + cells) / grid_size - 1.0
     axis = np.linspace(lo, hi, n, dtype=np.float32)
     axis.flags.writeable = False
     return axis

@@ -47,7 +47,7 @@ def sample_inputs(crops: Mapping[str, np.ndarray], grid: Sequence[float], spec: 
     for name in IMAGE_FIELDS:
         if name not in spec.inputs:
             continue
-        image = resize(crops[name], spec.image_size(name))
+        image = resize(crops[name], spec.image_size(name), spec.interpolation)
         if augment is not None:
             image = augment(image=image)["image"]
         out[name] = to_tensor_layout(image, spec.grey and name in FACE_SIZED, spec.mean,
@@ -55,7 +55,8 @@ def sample_inputs(crops: Mapping[str, np.ndarray], grid: Sequence[float], spec: 
     if "face_grid" in spec.inputs:
         out["face_grid"] = face_grid_mask(grid)
     if "grid_embedding" in spec.inputs:
-        out["grid_embedding"] = grid_embedding(grid, spec.face_size, spec.face_size)
+        out["grid_embedding"] = grid_embedding(grid, spec.face_size, spec.face_size,
+                                               convention=spec.grid_convention)
     return out
 
 
