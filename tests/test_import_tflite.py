@@ -62,8 +62,7 @@ def imported(request):
 
 
 def model_inputs(imp, frames) -> tuple[np.ndarray, np.ndarray | None]:
-    spec = SampleSpec(inputs=("face", "grid_embedding"), **{
-        k: imp.input_spec[k] for k in ("face_size", "eye_size", "grey", "mean", "std")})
+    spec = SampleSpec.from_record(("face", "grid_embedding"), imp.input_spec, "import")
     samples = [frame_inputs(frame, box, spec) for frame, box in frames]
     face = np.stack([s["face"] for s in samples])
     grid = np.stack([s["grid_embedding"] for s in samples])
@@ -77,15 +76,30 @@ def test_import_builds_the_published_architecture(imported):
     assert imp.net_config["output_activation"] == "tanh"
     assert imp.output_step_cm == pytest.approx(STEPS_CM[name])
     spec = imp.input_spec
-    # (p/255 - mean)/std is the authors' int8 input (p - 128 - zero_point) * scale
+    # (p/255 - mean)/std is the authors' training input p / 127.5 - 1 (src/ITrackerDataTF.py)
     p = np.arange(256.0)
-    np.testing.assert_allclose((p / 255 - spec["mean"]) / spec["std"],
-                               (p - 128 - imp.input_zero_point) * imp.input_scale, atol=1e-6)
+    np.testing.assert_allclose((p / 255 - spec["mean"]) / spec["std"], p / 127.5 - 1, atol=1e-12)
+    assert (spec["grid_convention"], spec["interpolation"]) == ("authors_tf", "bilinear")
     if name == "tinytracker_s":  # the released file's constant grid, x along width
         grid = imp.net.baked_grid.numpy()
         assert imp.net.input_keys == ("face",)
         np.testing.assert_allclose(grid[0, 0], np.linspace(-0.1, 0.1, 96), atol=0.0036)
         np.testing.assert_allclose(grid[1, :, 0], np.linspace(-0.1, 0.1, 96), atol=0.0036)
+
+
+def test_the_files_input_range_is_the_training_preprocessing_with_the_authors_grid():
+    """TFLite's converter sets the int8 input's scale and zero point from the range of the
+    representative data (convert_tflite.py: the training preprocessing of the validation
+    set): pixels p / 127.5 - 1 in [-1, 1] and create_grid's embedding, whose largest value is
+    2 * (25 + 1) / 25 - 1 = 1.08. Our cell-edge grid would stop at 1 (scale 2 / 255), and the
+    p - 128 of evaluate_tflite.py is no float range at all: the file was calibrated on the
+    training floats."""
+    inp = read_tflite(ANCHORS / FILES["tinytracker"]).inputs[0].quant
+    low, high = -1.0, 2 * 26 / 25 - 1
+    scale = (high - low) / 255  # TFLite's asymmetric int8 quantization of [low, high]
+    assert float(inp.scale[0]) == pytest.approx(scale, rel=1e-6)
+    assert int(inp.zero_point[0]) == round(-128 - low / scale) == -5
+    assert float(inp.scale[0]) != pytest.approx(2 / 255, rel=1e-2)
 
 
 def test_int8_emulation_matches_litert_within_two_steps(imported, frames, record_property):
