@@ -72,9 +72,12 @@ def test_astronaut_face_gaze_and_outputs(trained, photos, tmp_path):
     x, y, w, h = (int(row[f"face_{k}"]) for k in "xywh")
     assert abs(x + w / 2 - ASTRONAUT_FACE_CENTRE[0]) < 30
     assert abs(y + h / 2 - ASTRONAUT_FACE_CENTRE[1]) < 30
-    # eyes relative to the face box; the subject's left eye is on the image's right
+    # eyes relative to the face box; the subject's left eye is on the image's right; their
+    # centres inside the (Apple-like) face box
     assert int(row["left_eye_x"]) > int(row["right_eye_x"])
-    assert 0 <= int(row["right_eye_x"]) and int(row["left_eye_x"]) + int(row["left_eye_w"]) <= w
+    for eye in ("left_eye", "right_eye"):
+        ex, ey, ew, eh = (int(row[f"{eye}_{k}"]) for k in "xywh")
+        assert 0 <= ex + ew / 2 <= w and 0 <= ey + eh / 2 <= h
     x_cm, y_cm = float(row["x_cm"]), float(row["y_cm"])
     assert np.isfinite([x_cm, y_cm]).all()
     # iPhone 6 (GazeCapture apple_device_data.csv): camera 18.61 mm right of the screen's left
