@@ -94,6 +94,32 @@ def test_astronaut_face_gaze_and_outputs(trained, photos, tmp_path):
     assert np.abs(face_edge).mean() > 20  # the face box is drawn
 
 
+def test_the_camera_sets_the_frame_behind_the_face_grid(trained, photos, tmp_path, capsys):
+    from tinytracker.data.geometry import GAZECAPTURE_FOV_DEG, camera_face_grid, face_grid_from_rect
+
+    grids = {}
+    for camera in ("gazecapture", "photo"):
+        predict([f"ckpt_path={trained}", f"input={photos['astronaut']}", "annotate=false",
+                 f"out_dir={tmp_path / camera}", f"camera={camera}"])
+        out = json.loads((tmp_path / camera / "predictions.json").read_text())
+        frame = out["frames"][0]
+        grids[camera] = frame["face_grid"]
+        assert out["camera"]["name"] == camera and out["face_box"] == "apple_like"
+        assert out["input_spec"]["grid_convention"] == "cell_edges"  # our model: ours
+    assert out["camera"]["fov_deg_shorter_side"] is None
+    box = frame["face_box"]
+    assert grids["photo"] == list(face_grid_from_rect(512, 512, *box))
+    # the square photo as a GazeCapture camera's frame: its 512 px span the 480 px side of a
+    # 480x640 frame, so the face's row moves towards the middle of 640
+    assert grids["gazecapture"] == list(camera_face_grid(box, (512, 512), GAZECAPTURE_FOV_DEG))
+    assert grids["gazecapture"][1] > grids["photo"][1]
+    for bad, key in (("camera=fisheye", "gazecapture, photo"), ("camera_fov_deg=0", "(0, 180)")):
+        with pytest.raises(SystemExit):
+            predict([f"ckpt_path={trained}", f"input={photos['astronaut']}", bad,
+                     f"out_dir={tmp_path / 'bad'}"])
+        assert key in capsys.readouterr().err
+
+
 def test_screen_preset_matches_hand_computed_numbers():
     screen = preset("iphone_6")
     at = screen.locate(0.5, -3.0)  # 0.5 cm right of the camera, 3 cm below it

@@ -17,12 +17,23 @@ Conventions follow the public GazeCapture release (CSAILVision/GazeCapture):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 
 FACE_GRID_SIZE = 25
+# The frame the face grid was computed over in training: GazeCapture's frames are the front
+# camera's full captures downscaled to VGA, 480x640 in portrait (640x480 in landscape)
+# (GazeCapture issue #23), and the 25x25 grid covers the frame whatever its aspect (issue
+# #19). Its camera: focal length 600 px at that size (43.6 deg across the 480 px side), the
+# synthetic generator's default (tinytracker.data.synthetic), our stand-in for the iPhones'
+# front cameras; the principal point at the frame's centre.
+GAZECAPTURE_FRAME_PX = (480, 640)
+GAZECAPTURE_FOCAL_PX = 600.0
+GAZECAPTURE_FOV_DEG = math.degrees(2 * math.atan(GAZECAPTURE_FRAME_PX[0] / 2
+                                                 / GAZECAPTURE_FOCAL_PX))
 # prepareDataset.py: the face box grown by one pixel up-left, eye boxes moved one pixel up,
 # "for compatibility with matlab code" (1-based MATLAB indexing). Training crops (prepare) and
 # live crops (predict) both come from crop_boxes, so they cannot drift apart.
@@ -50,6 +61,41 @@ def face_grid_from_rect(
     w = int(round(face_w * scale_x))
     h = int(round(face_h * scale_y))
     return x, y, w, h
+
+
+def grid_frame_box(face_box: Sequence[float], frame_size: Sequence[int],
+                   fov_deg: float | None = None) -> tuple[tuple[float, ...], tuple[int, int]]:
+    """The face box in the frame the face grid is computed over, and that frame's size.
+
+    ``fov_deg=None``: the frame itself. Otherwise ``fov_deg`` is the field of view of the camera
+    that took the ``frame_size = (width, height)`` frame, across its shorter side, with the
+    principal point at its centre: the box is carried, by angle, into a GazeCapture frame
+    (:data:`GAZECAPTURE_FRAME_PX`, portrait unless the frame is wider than tall, focal length
+    :data:`GAZECAPTURE_FOCAL_PX`), so that the face grid says where the face is as seen from
+    the camera, in the terms the models learned. For a 480x640 frame at
+    :data:`GAZECAPTURE_FOV_DEG` the box is unchanged.
+    """
+    if fov_deg is None:
+        return tuple(float(v) for v in face_box), (int(frame_size[0]), int(frame_size[1]))
+    if not 0 < fov_deg < 180:
+        raise ValueError(f"camera_fov_deg must be in (0, 180), got {fov_deg}")
+    width, height = (float(v) for v in frame_size)
+    focal_px = min(width, height) / 2 / math.tan(math.radians(fov_deg) / 2)
+    k = GAZECAPTURE_FOCAL_PX / focal_px
+    short, long = GAZECAPTURE_FRAME_PX
+    out_w, out_h = (short, long) if height >= width else (long, short)
+    x, y, w, h = (float(v) for v in face_box)
+    box = ((x - width / 2) * k + out_w / 2, (y - height / 2) * k + out_h / 2, w * k, h * k)
+    return box, (out_w, out_h)
+
+
+def camera_face_grid(face_box: Sequence[float], frame_size: Sequence[int],
+                     fov_deg: float | None = None) -> tuple[int, int, int, int]:
+    """``faceGrid.json``'s ``(X, Y, W, H)`` for a face box in a frame of a camera whose field of
+    view across the shorter side is ``fov_deg`` (``None``: the frame is the grid's frame), as
+    :func:`grid_frame_box` places it."""
+    box, (width, height) = grid_frame_box(face_box, frame_size, fov_deg)
+    return face_grid_from_rect(width, height, *box)
 
 
 def face_grid_mask(params: Sequence[float], grid_size: int = FACE_GRID_SIZE) -> np.ndarray:
