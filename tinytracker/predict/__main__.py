@@ -13,6 +13,8 @@ also given on the screen, in cm, points and pixels. ``calibration=<corrections.j
 ``calibration_subject=<recording number>`` chooses the person when the file holds several.
 ``camera=gazecapture|photo`` or ``camera_fov_deg=`` say which camera took the frames, so that
 the face grid means what it meant in training (:mod:`tinytracker.predict.camera`).
+``check=look_at_camera`` (instead of ``input``) runs the look-at-camera consistency check on
+photographs that ship with the installed packages (:mod:`tinytracker.predict.check`).
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ from tinytracker.cli import parse_args, refuse_overwrite
 
 PROG = "tinytracker.predict"
 # what predict writes into out_dir; an out_dir holding any of them needs overwrite=true
-OUTPUTS = ("predictions.csv", "predictions.json", "*_gaze.png", "*_gaze.mp4")
+OUTPUTS = ("predictions.csv", "predictions.json", "*_gaze.png", "*_gaze.mp4",
+           "look_at_camera.json", "look_at_camera.md")
 
 
 @dataclass
 class PredictArgs:
     ckpt_path: str = MISSING  # checkpoint (.ckpt) or exported model (.onnx)
-    input: str = MISSING  # image, folder of images, video file, or camera index
+    input: str | None = None  # image, folder of images, video file, or camera index
+    check: str | None = None  # instead of input: look_at_camera (a consistency check)
     out_dir: str = MISSING
     screen: str | None = None  # GazeCapture device preset, e.g. "iPhone 6" or iphone_6
     screen_width_cm: float | None = None  # explicit screen (instead of a preset)
@@ -65,9 +69,14 @@ def main(argv: list[str] | None = None) -> dict:
     from tinytracker.predict.sources import InputError, open_source
 
     try:
+        if (args.input is None) == (args.check is None):
+            raise ValueError("give input=<image, folder, video or camera index> or "
+                             "check=look_at_camera (one of them)")
         refuse_overwrite(args.out_dir, OUTPUTS, args.overwrite)
         camera = camera_from(args.camera, args.camera_fov_deg)
         detector = detector_from(args.face_box, args.min_face_fraction)
+        if args.check is not None:
+            return _check(args, camera, detector)
         screen = screen_from(args.screen, args.screen_width_cm, args.screen_height_cm,
                              args.camera_to_screen_x_cm, args.camera_to_screen_y_cm,
                              args.screen_width_px, args.screen_height_px)
@@ -82,6 +91,18 @@ def main(argv: list[str] | None = None) -> dict:
     print(json.dumps({k: summary[k] for k in ("input", "input_kind", "frames_total",
                                               "frames_with_face", "frames_with_gaze",
                                               "csv", "json", "annotated")}, indent=1))
+    return summary
+
+
+def _check(args: PredictArgs, camera, detector) -> dict:
+    from tinytracker.predict.check import CHECKS, look_at_camera, markdown
+    from tinytracker.predict.runner import load_runner
+
+    if args.check not in CHECKS:
+        raise ValueError(f"unknown check={args.check!r}; checks: {', '.join(CHECKS)}")
+    summary = look_at_camera(load_runner(args.ckpt_path), camera, Path(args.out_dir),
+                             args.ckpt_path, detector)
+    print(markdown(summary), end="")
     return summary
 
 
