@@ -2,7 +2,8 @@
 
 ``python -m tinytracker.calibrate.capture out_dir=... [camera=0] (screen=<GazeCapture device> |
 screen_width_cm=... screen_height_cm=... camera_to_screen_x_cm=... camera_to_screen_y_cm=...)
-screen_width_px=... screen_height_px=... [points=13] [frames_per_dot=10] [settle_s=1.0]``
+screen_width_px=... screen_height_px=... [points=13] [frames_per_dot=10] [settle_s=1.0]
+[camera_preset=gazecapture | camera_fov_deg=...]``
 
 The dots are the calibration pattern of :mod:`tinytracker.calibrate.pattern`, shown one at a
 time on a full-screen OpenCV window (the screen whose geometry is given: where the camera sits
