@@ -120,6 +120,17 @@ def test_the_camera_sets_the_frame_behind_the_face_grid(trained, photos, tmp_pat
         assert key in capsys.readouterr().err
 
 
+def test_images_are_read_as_rgb_and_never_mirrored(tmp_path):
+    """The channel order and orientation the models were trained on (GazeCapture's frames,
+    decoded as RGB): a red left half stays red and on the left."""
+    from tinytracker.predict.sources import open_source
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[:, :4] = (255, 0, 0)  # RGB red, left half
+    (frame,) = open_source(write_rgb(tmp_path / "red.png", image)).frames
+    np.testing.assert_array_equal(frame.image, image)
+
+
 def test_screen_preset_matches_hand_computed_numbers():
     screen = preset("iphone_6")
     at = screen.locate(0.5, -3.0)  # 0.5 cm right of the camera, 3 cm below it
