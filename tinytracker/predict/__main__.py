@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
     summary["input"] = args.input
     print(json.dumps({k: summary[k] for k in ("input", "input_kind", "frames_total",
                                               "frames_with_face", "frames_with_gaze",
-                                              "csv", "json", "annotated")}, indent=1))
+                                              "camera", "csv", "json", "annotated")},
+                     indent=1))
     return summary
 
 
