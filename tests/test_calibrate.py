@@ -210,6 +210,13 @@ def test_capture_writes_a_raw_recording_that_calibrates_and_predicts(trained, tm
     rec = read_recording(rec_dir)
     assert len(rec) == 11 and rec.dataset == "test" and rec.device_name == "laptop"
     assert rec.valid.tolist() == [True] * 10 + [False]  # the blank frame: no face
+    # predict's Apple-like box and its face grid for camera=gazecapture (512 px square frames)
+    from tinytracker.data.face_detection import HaarDetector
+    from tinytracker.data.geometry import GAZECAPTURE_FOV_DEG, camera_face_grid
+
+    box = HaarDetector()(frames[0].image).face
+    assert tuple(rec.face.xywh[0]) == box
+    assert tuple(rec.face_grid.xywh[0]) == camera_face_grid(box, (512, 512), GAZECAPTURE_FOV_DEG)
     # the labels: dot 0 is the screen's centre, 9.7 cm + 1 cm below the camera
     np.testing.assert_allclose(rec.dot_cm[0], [0.0, -10.7], atol=1e-4)
     np.testing.assert_allclose(rec.dot_cm[2], [0.1 * 34.5 - 17.25, -(0.1 * 19.4 + 1.0)],

@@ -25,10 +25,15 @@ from tests.conftest import REPO, run_module
 from tinytracker.data import synthetic as syn
 from tinytracker.data.gazecapture import DataFormatError, read_recording
 from tinytracker.data.geometry import (
+    GAZECAPTURE_FOCAL_PX,
+    GAZECAPTURE_FOV_DEG,
+    GAZECAPTURE_FRAME_PX,
+    camera_face_grid,
     crop_with_padding,
     face_grid_from_rect,
     face_grid_mask,
     grid_embedding,
+    grid_frame_box,
 )
 from tinytracker.data.prepare import prepare
 from tinytracker.data.processed import load_index
@@ -93,6 +98,44 @@ def test_grid_embedding_corners():
     part = grid_embedding((6, 6, 10, 10), 3, 3)
     np.testing.assert_allclose(part[0, 0, [0, -1]], [2 * 5 / 25 - 1, 2 * 15 / 25 - 1])
     np.testing.assert_allclose(part[1, [0, -1], 0], [2 * 5 / 25 - 1, 2 * 15 / 25 - 1])
+
+
+def test_grid_embedding_in_the_authors_convention_is_one_cell_further():
+    # pbonazzi/tinytracker src/ITrackerDataTF.py create_grid: x_start = g[0]*2/25 - 1,
+    # x_end = (g[0] + g[2])*2/25 - 1, with faceGrid.json's 1-based g
+    ours = grid_embedding((6, 7, 10, 12), 3, 3)
+    theirs = grid_embedding((6, 7, 10, 12), 3, 3, convention="authors_tf")
+    np.testing.assert_allclose(theirs[0, 0], np.linspace(6 * 2 / 25 - 1, 16 * 2 / 25 - 1, 3))
+    np.testing.assert_allclose(theirs[1, :, 0], np.linspace(7 * 2 / 25 - 1, 19 * 2 / 25 - 1, 3))
+    np.testing.assert_allclose(theirs - ours, 2 / 25, atol=1e-6)
+    assert grid_embedding((1, 1, 25, 25), 2, 2, convention="authors_tf").max() == pytest.approx(
+        1.08)  # the largest value of the released file's input range (test_import_tflite)
+    with pytest.raises(ValueError, match="grid_convention must be one of"):
+        grid_embedding((1, 1, 25, 25), 2, 2, convention="tf")
+
+
+def test_the_gazecapture_camera_keeps_a_480x640_frames_grid_and_scales_others_by_angle():
+    box = (100, 300, 150, 150)
+    assert camera_face_grid(box, (480, 640), GAZECAPTURE_FOV_DEG) == (6, 13, 8, 6)
+    assert camera_face_grid(box, (480, 640), None) == face_grid_from_rect(480, 640, *box)
+    # the same view at twice the resolution, and a 3:4 frame at another size
+    assert camera_face_grid([2 * v for v in box], (960, 1280), GAZECAPTURE_FOV_DEG) == (
+        6, 13, 8, 6)
+    # a 16:9 landscape frame: its 720 px height spans the 480 px of a 640x480 GazeCapture
+    # frame; its centre is the camera's: a centred box stays centred
+    moved, size = grid_frame_box((565, 285, 150, 150), (1280, 720), GAZECAPTURE_FOV_DEG)
+    assert size == (640, 480)
+    np.testing.assert_allclose(moved, (320 - 50, 240 - 50, 100, 100))
+    # a wider lens: the same pixels are a larger angle, so the face is larger in the grid
+    wide, _ = grid_frame_box(box, (480, 640), 90.0)
+    assert wide[2] == pytest.approx(150 * 600 / 240)
+    with pytest.raises(ValueError, match="camera_fov_deg"):
+        grid_frame_box(box, (480, 640), 180.0)
+
+
+def test_the_grid_frame_is_the_generators_camera():
+    assert GAZECAPTURE_FRAME_PX == (optics.FRAME_W_PX, optics.FRAME_H_PX)
+    assert GAZECAPTURE_FOCAL_PX == syn.SyntheticParams().focal_px
 
 
 def test_crop_with_padding_at_frame_edge():

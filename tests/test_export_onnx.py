@@ -228,6 +228,24 @@ def test_unknown_activation_type_is_refused(tmp_path):
         export_onnx(TinyTracker(image_size=64), tmp_path / "m.onnx", activation_type="int4")
 
 
+def test_the_grid_convention_and_resize_filter_travel_in_the_onnx_file(tmp_path):
+    """An imported model's conventions (authors_tf, bilinear) reach predict through ONNX too;
+    a file without them (exported before they were recorded) means ours."""
+    from tinytracker.export.onnx import export_onnx
+    from tinytracker.models import TinyTracker
+    from tinytracker.onnx_runner import OnnxRunner
+
+    record = {"face_size": 32, "eye_size": 224, "grey": False, "grid_embedding": True,
+              "mean": 0.5, "std": 0.5, "grid_convention": "authors_tf",
+              "interpolation": "bilinear"}
+    net = TinyTracker(image_size=32, grid_embedding=True)
+    spec = OnnxRunner(export_onnx(net, tmp_path / "a.onnx", record)).spec
+    assert (spec.grid_convention, spec.interpolation) == ("authors_tf", "bilinear")
+    old = {k: v for k, v in record.items() if k not in ("grid_convention", "interpolation")}
+    spec = OnnxRunner(export_onnx(net, tmp_path / "b.onnx", old)).spec
+    assert (spec.grid_convention, spec.interpolation) == ("cell_edges", "area")
+
+
 def test_reading_onnx_loads_neither_brevitas_nor_mct(tmp_path):
     """Opening and running an ONNX file (calibrate, predict) must not import the quantizers."""
     code = ("import sys; import tinytracker.export.onnx, tinytracker.calibrate.model_outputs; "

@@ -62,8 +62,7 @@ def imported(request):
 
 
 def model_inputs(imp, frames) -> tuple[np.ndarray, np.ndarray | None]:
-    spec = SampleSpec(inputs=("face", "grid_embedding"), **{
-        k: imp.input_spec[k] for k in ("face_size", "eye_size", "grey", "mean", "std")})
+    spec = SampleSpec.from_record(("face", "grid_embedding"), imp.input_spec, "import")
     samples = [frame_inputs(frame, box, spec) for frame, box in frames]
     face = np.stack([s["face"] for s in samples])
     grid = np.stack([s["grid_embedding"] for s in samples])
@@ -77,15 +76,105 @@ def test_import_builds_the_published_architecture(imported):
     assert imp.net_config["output_activation"] == "tanh"
     assert imp.output_step_cm == pytest.approx(STEPS_CM[name])
     spec = imp.input_spec
-    # (p/255 - mean)/std is the authors' int8 input (p - 128 - zero_point) * scale
+    # (p/255 - mean)/std is the authors' training input p / 127.5 - 1 (src/ITrackerDataTF.py)
     p = np.arange(256.0)
-    np.testing.assert_allclose((p / 255 - spec["mean"]) / spec["std"],
-                               (p - 128 - imp.input_zero_point) * imp.input_scale, atol=1e-6)
+    np.testing.assert_allclose((p / 255 - spec["mean"]) / spec["std"], p / 127.5 - 1, atol=1e-12)
+    assert (spec["grid_convention"], spec["interpolation"]) == ("authors_tf", "bilinear")
     if name == "tinytracker_s":  # the released file's constant grid, x along width
         grid = imp.net.baked_grid.numpy()
         assert imp.net.input_keys == ("face",)
         np.testing.assert_allclose(grid[0, 0], np.linspace(-0.1, 0.1, 96), atol=0.0036)
         np.testing.assert_allclose(grid[1, :, 0], np.linspace(-0.1, 0.1, 96), atol=0.0036)
+
+
+def test_the_files_input_range_is_the_training_preprocessing_with_the_authors_grid():
+    """TFLite's converter sets the int8 input's scale and zero point from the range of the
+    representative data (convert_tflite.py: the training preprocessing of the validation
+    set): pixels p / 127.5 - 1 in [-1, 1] and create_grid's embedding, whose largest value is
+    2 * (25 + 1) / 25 - 1 = 1.08. Our cell-edge grid would stop at 1 (scale 2 / 255), and the
+    p - 128 of evaluate_tflite.py is no float range at all: the file was calibrated on the
+    training floats."""
+    inp = read_tflite(ANCHORS / FILES["tinytracker"]).inputs[0].quant
+    low, high = -1.0, 2 * 26 / 25 - 1
+    scale = (high - low) / 255  # TFLite's asymmetric int8 quantization of [low, high]
+    assert float(inp.scale[0]) == pytest.approx(scale, rel=1e-6)
+    assert int(inp.zero_point[0]) == round(-128 - low / scale) == -5
+    assert float(inp.scale[0]) != pytest.approx(2 / 255, rel=1e-2)
+
+
+# ------------------------------------------------- the authors' training tensors, re-implemented
+# From pbonazzi/tinytracker src/ITrackerDataTF.py (dataset_preprocessing_grid, split 'val'; the
+# 'train' split adds only random augmentation) and CSAILVision/GazeCapture pytorch/
+# prepareDataset.py, which made the appleFace crops it reads:
+#
+#   faceBbox = bboxFromJson(appleFace) + [-1,-1,1,1]   # .astype(int) first
+#   imFace = cropImage(img, faceBbox[j,:])              # zeros outside the frame
+#   image = tf.image.decode_jpeg(im, channels=3)        # RGB
+#   image = tf.image.resize(image, shape)               # bilinear, half-pixel centres
+#   image = image / 127.5 - 1
+#   x_start = g[0]*2/25 - 1;  x_end = (g[0] + g[2])*2/25-1      # create_grid, g: faceGrid
+#   linx = tf.linspace(x_start,x_end,sx); ...; tf.meshgrid(linx, liny)
+#   image = tf.concat([image, gridX, gridY], axis=-1)
+#
+# and faceGrid.json from GazeCapture's faceGridFromFaceRect.m (parameterized):
+#   x = round(faceX * 25 / frameW) + 1, w = round(faceW * 25 / frameW), likewise y, h.
+# Left out: the crop's JPEG round trip (storage, not a convention; predict has the frame).
+def _tf_resize_bilinear(image: np.ndarray, size: int) -> np.ndarray:
+    """tf.image.resize(image, (size, size)): float32, half-pixel centres, no antialiasing."""
+    out = image.astype(np.float32)
+    for axis in (0, 1):
+        n = out.shape[axis]
+        src = np.clip((np.arange(size) + 0.5) * n / size - 0.5, 0, n - 1)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, n - 1)
+        frac = (src - lo).astype(np.float32)
+        shape = [1, 1, 1]
+        shape[axis] = size
+        frac = frac.reshape(shape)
+        out = np.take(out, lo, axis) * (1 - frac) + np.take(out, hi, axis) * frac
+    return out
+
+
+def _authors_training_input(frame: np.ndarray, apple_face, size: int) -> np.ndarray:
+    """(size, size, 5) float32: the TinyTracker authors' training input for one frame."""
+    box = np.asarray(apple_face, float).astype(int) + [-1, -1, 1, 1]
+    crop = np.zeros((box[3], box[2], 3), frame.dtype)
+    a = np.maximum(box[:2], 0)
+    b = np.minimum(box[:2] + box[2:], (frame.shape[1], frame.shape[0]))
+    crop[a[1] - box[1]:b[1] - box[1], a[0] - box[0]:b[0] - box[0]] = frame[a[1]:b[1], a[0]:b[0]]
+    image = _tf_resize_bilinear(crop, size) / 127.5 - 1
+    h_px, w_px = frame.shape[:2]
+    fx, fy, fw, fh = apple_face
+    g = (round(fx * 25 / w_px) + 1, round(fy * 25 / h_px) + 1, round(fw * 25 / w_px),
+         round(fh * 25 / h_px))
+    linx = np.linspace(g[0] * 2 / 25 - 1, (g[0] + g[2]) * 2 / 25 - 1, size, dtype=np.float32)
+    liny = np.linspace(g[1] * 2 / 25 - 1, (g[1] + g[3]) * 2 / 25 - 1, size, dtype=np.float32)
+    grid_x, grid_y = np.meshgrid(linx, liny)
+    return np.concatenate([image, grid_x[..., None], grid_y[..., None]], axis=-1)
+
+
+@pytest.mark.parametrize("camera", ["gazecapture", "photo"])
+def test_predict_builds_the_authors_training_tensors(frames, tmp_path, camera):
+    """For the same face box, predict's inputs of an imported TinyTracker are the tensors the
+    weights were trained on, up to the resize: OpenCV's bilinear filter rounds to uint8 (and
+    weighs in fixed point) where TF keeps float32, at most one grey level (1/127.5). The
+    synthetic frames are GazeCapture frames (480x640, camera=gazecapture); the astronaut photo
+    is its own frame with camera=photo."""
+    from tinytracker.predict.camera import camera_from
+    from tinytracker.predict.runner import load_runner
+
+    out = tmp_path / "tt.ckpt"
+    import_main([f"path={ANCHORS / FILES['tinytracker']}", f"out={out}"])
+    spec = load_runner(out).spec
+    chosen = frames[:4] if camera == "gazecapture" else frames[-1:]
+    for frame, box in chosen:
+        ours = frame_inputs(frame, box, spec, camera_fov_deg=camera_from(camera, None).fov_deg)
+        stacked = np.concatenate([ours["face"], ours["grid_embedding"]]).transpose(1, 2, 0)
+        theirs = _authors_training_input(frame, box, 128)
+        assert stacked.shape == theirs.shape == (128, 128, 5)
+        np.testing.assert_allclose(stacked[..., 3:], theirs[..., 3:], rtol=0, atol=1e-6)
+        pixels = np.abs(stacked[..., :3] - theirs[..., :3])
+        assert pixels.max() <= 1.01 / 127.5 and pixels.mean() < 0.4 / 127.5  # 0.75, 0.27
 
 
 def test_int8_emulation_matches_litert_within_two_steps(imported, frames, record_property):

@@ -66,6 +66,31 @@ def test_packed_and_jpeg_batches_are_identical(cache_dir, tmp_path, model):
     _assert_identical([whole], [collate([jpeg.datasets["val"][i] for i in rows])])
 
 
+def test_the_authors_conventions_reach_both_formats_and_get_their_own_pack(cache_dir, tmp_path):
+    """An imported model's spec (authors_tf grid, bilinear resize): identical batches from
+    JPEG and a pack of its own; grids one cell (2/25) further and other pixels than ours."""
+    authors = {"inputs": ("face", "grid_embedding"), "face_size": 128,
+               "grid_convention": "authors_tf", "interpolation": "bilinear"}
+    jpeg = _dm(cache_dir, "jpeg", **authors)
+    packed = _dm(cache_dir, "packed", packed_dir=str(tmp_path), **authors)
+    ours = _dm(cache_dir, "packed", packed_dir=str(tmp_path), inputs=authors["inputs"],
+               face_size=128)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
+        "face128", "face128-bilinear"]
+    theirs_batches = _batches(packed, "test")
+    _assert_identical(_batches(jpeg, "test"), theirs_batches)
+    ours_batch, theirs = _batches(ours, "test")[0], theirs_batches[0]
+    diff = theirs["grid_embedding"] - ours_batch["grid_embedding"]
+    torch.testing.assert_close(diff, torch.full_like(diff, 2 / 25), rtol=0, atol=1e-6)
+    assert not torch.equal(theirs["face"], ours_batch["face"])  # crops of ~200 px shrink
+    # a pack of one filter is not read for the other
+    from tinytracker.data.packed import PackedDataset, PackedSplit
+
+    with pytest.raises(DataFormatError, match="interpolation=area, the model needs bilinear"):
+        PackedDataset(ours.index.split_of("test"), PackedSplit(tmp_path / "face128", "test"),
+                      packed.spec)
+
+
 def test_packed_path_still_augments_on_the_fly(cache_dir):
     plain = _batches(_dm(cache_dir, "packed"), "train")
     augmented = _dm(cache_dir, "packed", augment={"enabled": True, "strength": 1.0})

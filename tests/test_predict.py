@@ -72,9 +72,12 @@ def test_astronaut_face_gaze_and_outputs(trained, photos, tmp_path):
     x, y, w, h = (int(row[f"face_{k}"]) for k in "xywh")
     assert abs(x + w / 2 - ASTRONAUT_FACE_CENTRE[0]) < 30
     assert abs(y + h / 2 - ASTRONAUT_FACE_CENTRE[1]) < 30
-    # eyes relative to the face box; the subject's left eye is on the image's right
+    # eyes relative to the face box; the subject's left eye is on the image's right; their
+    # centres inside the (Apple-like) face box
     assert int(row["left_eye_x"]) > int(row["right_eye_x"])
-    assert 0 <= int(row["right_eye_x"]) and int(row["left_eye_x"]) + int(row["left_eye_w"]) <= w
+    for eye in ("left_eye", "right_eye"):
+        ex, ey, ew, eh = (int(row[f"{eye}_{k}"]) for k in "xywh")
+        assert 0 <= ex + ew / 2 <= w and 0 <= ey + eh / 2 <= h
     x_cm, y_cm = float(row["x_cm"]), float(row["y_cm"])
     assert np.isfinite([x_cm, y_cm]).all()
     # iPhone 6 (GazeCapture apple_device_data.csv): camera 18.61 mm right of the screen's left
@@ -89,6 +92,43 @@ def test_astronaut_face_gaze_and_outputs(trained, photos, tmp_path):
     original = cv2.imread(photos["astronaut"])
     face_edge = annotated[y, x:x + w].astype(int) - original[y, x:x + w]
     assert np.abs(face_edge).mean() > 20  # the face box is drawn
+
+
+def test_the_camera_sets_the_frame_behind_the_face_grid(trained, photos, tmp_path, capsys):
+    from tinytracker.data.geometry import GAZECAPTURE_FOV_DEG, camera_face_grid, face_grid_from_rect
+
+    grids = {}
+    for camera in ("gazecapture", "photo"):
+        predict([f"ckpt_path={trained}", f"input={photos['astronaut']}", "annotate=false",
+                 f"out_dir={tmp_path / camera}", f"camera={camera}"])
+        out = json.loads((tmp_path / camera / "predictions.json").read_text())
+        frame = out["frames"][0]
+        grids[camera] = frame["face_grid"]
+        assert out["camera"]["name"] == camera and out["face_box"] == "apple_like"
+        assert out["input_spec"]["grid_convention"] == "cell_edges"  # our model: ours
+    assert out["camera"]["fov_deg_shorter_side"] is None
+    box = frame["face_box"]
+    assert grids["photo"] == list(face_grid_from_rect(512, 512, *box))
+    # the square photo as a GazeCapture camera's frame: its 512 px span the 480 px side of a
+    # 480x640 frame, so the face's row moves towards the middle of 640
+    assert grids["gazecapture"] == list(camera_face_grid(box, (512, 512), GAZECAPTURE_FOV_DEG))
+    assert grids["gazecapture"][1] > grids["photo"][1]
+    for bad, key in (("camera=fisheye", "gazecapture, photo"), ("camera_fov_deg=0", "(0, 180)")):
+        with pytest.raises(SystemExit):
+            predict([f"ckpt_path={trained}", f"input={photos['astronaut']}", bad,
+                     f"out_dir={tmp_path / 'bad'}"])
+        assert key in capsys.readouterr().err
+
+
+def test_images_are_read_as_rgb_and_never_mirrored(tmp_path):
+    """The channel order and orientation the models were trained on (GazeCapture's frames,
+    decoded as RGB): a red left half stays red and on the left."""
+    from tinytracker.predict.sources import open_source
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[:, :4] = (255, 0, 0)  # RGB red, left half
+    (frame,) = open_source(write_rgb(tmp_path / "red.png", image)).frames
+    np.testing.assert_array_equal(frame.image, image)
 
 
 def test_screen_preset_matches_hand_computed_numbers():

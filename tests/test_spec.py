@@ -46,3 +46,32 @@ def test_the_data_config_gives_the_spec_and_takes_a_record_back():
     assert spec == SampleSpec(("face",), 64, 128, True, 0.5, 0.5, False)
     apply_record(data, {**SPEC.record(), "eye_size": None})
     assert (data.face_size, data.eye_size, data.grey) == (96, 128, True)
+
+
+def test_the_grid_convention_and_resize_filter_travel_and_older_records_mean_ours():
+    authors = SampleSpec(("face", "grid_embedding"), 128, grid_embedding=True,
+                         grid_convention="authors_tf", interpolation="bilinear")
+    record = json.loads(json.dumps(authors.record()))
+    assert (record["grid_convention"], record["interpolation"]) == ("authors_tf", "bilinear")
+    assert SampleSpec.from_record(authors.inputs, record, "x.ckpt") == authors
+    meta = {ONNX_METADATA_KEY: json.dumps(record)}
+    assert SampleSpec.from_onnx_metadata(authors.inputs, meta, "x.onnx") == authors
+    # a file written before the keys existed: our convention, as it was trained with
+    old = {k: v for k, v in record.items() if k not in ("grid_convention", "interpolation")}
+    spec = SampleSpec.from_record(authors.inputs, old, "old.ckpt")
+    assert (spec.grid_convention, spec.interpolation) == ("cell_edges", "area")
+
+
+def test_an_unknown_grid_convention_is_refused_naming_the_key():
+    with pytest.raises(ValueError, match=r"grid_convention must be one of .*'edges'"):
+        SampleSpec(grid_convention="edges")
+    with pytest.raises(ValueError, match=r"interpolation must be one of .*'cubic'"):
+        SampleSpec.from_record(("face",), {**SPEC.record(), "interpolation": "cubic"}, "x")
+
+
+def test_the_data_module_refuses_an_unknown_convention_naming_the_data_key():
+    from tinytracker.data.datamodule import GazeDataModule
+
+    with pytest.raises(ValueError, match=r"data\.grid_convention must be one of"):
+        GazeDataModule(grid_convention="authors")
+    assert GazeDataModule(grid_convention="authors_tf").spec.grid_convention == "authors_tf"

@@ -2,7 +2,8 @@
 
 ``python -m tinytracker.calibrate.capture out_dir=... [camera=0] (screen=<GazeCapture device> |
 screen_width_cm=... screen_height_cm=... camera_to_screen_x_cm=... camera_to_screen_y_cm=...)
-screen_width_px=... screen_height_px=... [points=13] [frames_per_dot=10] [settle_s=1.0]``
+screen_width_px=... screen_height_px=... [points=13] [frames_per_dot=10] [settle_s=1.0]
+[camera_preset=gazecapture | camera_fov_deg=...]``
 
 The dots are the calibration pattern of :mod:`tinytracker.calibrate.pattern`, shown one at a
 time on a full-screen OpenCV window (the screen whose geometry is given: where the camera sits
@@ -10,7 +11,8 @@ relative to its top-left corner, in cm, as GazeCapture's ``apple_device_data.csv
 its devices). After ``settle_s`` seconds for the eyes to land on a dot, ``frames_per_dot``
 camera frames are recorded. :func:`write_capture` then writes them as one recording
 ``out_dir/NNNNN`` in the raw GazeCapture layout (frames, face and eye boxes from the Haar
-detector that ``predict`` uses, face grid, ``dotInfo.json`` with the dots in camera cm), which
+detector that ``predict`` uses, mapped to Apple-like boxes as there, the face grid measured
+for ``camera=`` as ``predict`` measures it, ``dotInfo.json`` with the dots in camera cm), which
 ``python -m tinytracker.calibrate ckpt_path=... calibration_set=out_dir`` fits a correction on.
 The window loop is kept thin; :func:`write_capture` does the work and is what tests run.
 """
@@ -33,7 +35,8 @@ from tinytracker.cli import parse_args
 from tinytracker.data.face_detection import Detection, HaarDetector
 from tinytracker.data.gazecapture import RECORDING_NAME
 from tinytracker.data.gazecapture_write import box_json, dot_json, write_frame, write_labels
-from tinytracker.data.geometry import face_grid_from_rect
+from tinytracker.data.geometry import camera_face_grid
+from tinytracker.predict.camera import camera_from
 from tinytracker.predict.screen import Screen
 
 log = logging.getLogger(__name__)
@@ -81,12 +84,15 @@ def next_recording_dir(out_dir: Path) -> Path:
 
 def write_capture(frames: Sequence[CapturedFrame], out_dir: str | Path, screen: Screen,
                   detector: Callable[[np.ndarray], Detection] | None = None,
-                  device_name: str | None = None, split: str = "test") -> Path:
+                  device_name: str | None = None, split: str = "test",
+                  camera_fov_deg: float | None = camera_from(None, None).fov_deg) -> Path:
     """Write captured frames as one raw GazeCapture recording; returns its folder.
 
-    Face and eye boxes come from ``detector`` (default: :class:`HaarDetector`); a frame without
-    a face, or without both eyes, is written with ``IsValid`` 0 (``prepare`` skips it, as it
-    does GazeCapture's), never dropped.
+    Face and eye boxes come from ``detector`` (default: :class:`HaarDetector`, Apple-like
+    boxes); a frame without a face, or without both eyes, is written with ``IsValid`` 0
+    (``prepare`` skips it, as it does GazeCapture's), never dropped. ``faceGrid.json`` is
+    measured for a camera of ``camera_fov_deg`` across the frame's shorter side (default
+    ``predict``'s ``camera=gazecapture``; ``None``: the frame itself), as ``predict`` does.
     """
     if not frames:
         raise ValueError("no frames were captured; nothing to write")
@@ -102,7 +108,7 @@ def write_capture(frames: Sequence[CapturedFrame], out_dir: str | Path, screen: 
         if found.face is not None:
             face[i], ok_face[i] = found.face, True
             height, width = frame.image.shape[:2]
-            grid[i] = face_grid_from_rect(width, height, *found.face)
+            grid[i] = camera_face_grid(found.face, (width, height), camera_fov_deg)
         if found.left_eye is not None:
             left[i], ok_left[i] = found.left_eye, True
         if found.right_eye is not None:
@@ -179,6 +185,8 @@ class CaptureArgs:
     frames_per_dot: int = 10
     settle_s: float = 1.0  # wait after a dot appears before recording
     device_name: str | None = None  # info.json DeviceName (default: the screen's name)
+    camera_preset: str = "gazecapture"  # the camera behind the frames: predict's camera=
+    camera_fov_deg: float | None = None  # or its field of view across the shorter side
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -199,7 +207,9 @@ def main(argv: list[str] | None = None) -> Path:
         dots = pattern_dots(args.points, screen, args.screen_width_px, args.screen_height_px)
         frames = record(args.camera, dots, args.screen_width_px, args.screen_height_px,
                         args.frames_per_dot, args.settle_s)
-        rec_dir = write_capture(frames, args.out_dir, screen, device_name=args.device_name)
+        camera = camera_from(args.camera_preset, args.camera_fov_deg)
+        rec_dir = write_capture(frames, args.out_dir, screen, device_name=args.device_name,
+                                camera_fov_deg=camera.fov_deg)
     except (ValueError, RuntimeError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         raise SystemExit(1) from err

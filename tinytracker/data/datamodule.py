@@ -39,7 +39,7 @@ from tinytracker.data.processed import (
     find_missing_files,
     load_index,
 )
-from tinytracker.data.spec import SampleSpec
+from tinytracker.data.spec import GRID_CONVENTIONS, INTERPOLATIONS, SampleSpec
 from tinytracker.data.transforms import AugmentConfig
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ class GazeDataModule(L.LightningDataModule):
         grid_embedding: bool = True,
         mean: float = 0.5,
         std: float = 0.5,
+        grid_convention: str = "cell_edges",
+        interpolation: str = "area",
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -86,13 +88,18 @@ class GazeDataModule(L.LightningDataModule):
             raise ValueError(f"data.pack_shard_mb must be > 0, got {pack_shard_mb}")
         if batch_size <= 0:
             raise ValueError(f"data.batch_size must be > 0, got {batch_size}")
+        for key, value, allowed in (("grid_convention", grid_convention, GRID_CONVENTIONS),
+                                    ("interpolation", interpolation, INTERPOLATIONS)):
+            if value not in allowed:
+                raise ValueError(f"data.{key} must be one of {allowed}, got {value!r}")
         self.name = name
         self.source = source
         self.root = root
         self.processed_dir = processed_dir
         self.cache_dir = Path(cache_dir).expanduser()
         self.synthetic = dict(synthetic or {})
-        self.spec = SampleSpec(tuple(inputs), face_size, eye_size, grey, mean, std, grid_embedding)
+        self.spec = SampleSpec(tuple(inputs), face_size, eye_size, grey, mean, std, grid_embedding,
+                               grid_convention, interpolation)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -254,9 +261,9 @@ class GazeDataModule(L.LightningDataModule):
     def ensure_pack(self, index: ProcessedIndex, force: bool = False,
                     progress: bool = True) -> Path:
         """Path of an up-to-date pack of ``index`` for this model's inputs, built if needed."""
-        fields = packed.pack_fields(self.spec)
-        path = self.pack_root / packed.pack_name(fields)
-        expected = packed.fingerprint(index, fields)
+        fields, interpolation = packed.pack_fields(self.spec), self.spec.interpolation
+        path = self.pack_root / packed.pack_name(fields, interpolation)
+        expected = packed.fingerprint(index, fields, interpolation)
         if not force and packed.stale_reason(path, expected) is None:
             return path
         with _file_lock(self.pack_root / ".lock"):

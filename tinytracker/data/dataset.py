@@ -53,13 +53,15 @@ def decode_jpeg(path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def load_resized_crop(root: Path, rec: int, frame: int, name: str, size: int) -> np.ndarray:
+def load_resized_crop(root: Path, rec: int, frame: int, name: str, size: int,
+                      interpolation: str = "area") -> np.ndarray:
     """The stored crop ``name`` of one frame, decoded and resized to ``size``: RGB uint8.
 
     The one place where crops become model-sized pixels: the JPEG path calls it per sample,
     ``tinytracker.data.pack`` once per frame, so both paths feed identical pixels.
+    ``interpolation``: the spec's filter (:func:`~tinytracker.data.transforms.resize`).
     """
-    return resize(decode_jpeg(crop_path(root, rec, frame, name)), size)
+    return resize(decode_jpeg(crop_path(root, rec, frame, name)), size, interpolation)
 
 
 class GazeDataset(Dataset):
@@ -119,7 +121,8 @@ class GazeDataset(Dataset):
             grey = spec.grey and name in FACE_SIZED
             sample[name] = torch.from_numpy(to_tensor_layout(image, grey, spec.mean, spec.std))
         if "grid_embedding" in spec.inputs:
-            emb = grid_embedding(grid, spec.face_size, spec.face_size)
+            emb = grid_embedding(grid, spec.face_size, spec.face_size,
+                                 convention=spec.grid_convention)
             sample["grid_embedding"] = torch.from_numpy(emb)
         if "face_box" in spec.inputs:
             sample["face_box"] = torch.from_numpy(face_boxes(idx, [i])[0])
@@ -129,7 +132,7 @@ class GazeDataset(Dataset):
         """RGB uint8 ``size x size`` pixels of field ``name`` of row ``i``, before augmentation."""
         idx = self.index
         return load_resized_crop(idx.root, int(idx.rec_num[i]), int(idx.frame_index[i]), name,
-                                 size)
+                                 size, self.spec.interpolation)
 
 
 _warned_grid_boxes: set[str] = set()

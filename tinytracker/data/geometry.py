@@ -9,17 +9,31 @@ Conventions follow the public GazeCapture release (CSAILVision/GazeCapture):
   ``faceGridFromFaceRect``; the public PyTorch loader expands it with ``makeGrid``.
 * TinyTracker's optional 2-channel grid embedding holds, for each pixel of the face crop,
   the horizontal and vertical position of that pixel in the frame, linearly mapped to
-  [-1, 1]; it is built from the face-grid box (the TinyTracker authors' evaluation code).
+  [-1, 1]; it is built from the face-grid box, as the TinyTracker authors' training pipeline
+  does (``create_grid`` in pbonazzi/tinytracker src/ITrackerDataTF.py), in one of two
+  conventions (:data:`~tinytracker.data.spec.GRID_CONVENTIONS`): ours starts at the box's
+  cell edge, theirs one cell further (their released weights learned theirs).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 
 FACE_GRID_SIZE = 25
+# The frame the face grid was computed over in training: GazeCapture's frames are the front
+# camera's full captures downscaled to VGA, 480x640 in portrait (640x480 in landscape)
+# (GazeCapture issue #23), and the 25x25 grid covers the frame whatever its aspect (issue
+# #19). Its camera: focal length 600 px at that size (43.6 deg across the 480 px side), the
+# synthetic generator's default (tinytracker.data.synthetic), our stand-in for the iPhones'
+# front cameras; the principal point at the frame's centre.
+GAZECAPTURE_FRAME_PX = (480, 640)
+GAZECAPTURE_FOCAL_PX = 600.0
+GAZECAPTURE_FOV_DEG = math.degrees(2 * math.atan(GAZECAPTURE_FRAME_PX[0] / 2
+                                                 / GAZECAPTURE_FOCAL_PX))
 # prepareDataset.py: the face box grown by one pixel up-left, eye boxes moved one pixel up,
 # "for compatibility with matlab code" (1-based MATLAB indexing). Training crops (prepare) and
 # live crops (predict) both come from crop_boxes, so they cannot drift apart.
@@ -49,6 +63,41 @@ def face_grid_from_rect(
     return x, y, w, h
 
 
+def grid_frame_box(face_box: Sequence[float], frame_size: Sequence[int],
+                   fov_deg: float | None = None) -> tuple[tuple[float, ...], tuple[int, int]]:
+    """The face box in the frame the face grid is computed over, and that frame's size.
+
+    ``fov_deg=None``: the frame itself. Otherwise ``fov_deg`` is the field of view of the camera
+    that took the ``frame_size = (width, height)`` frame, across its shorter side, with the
+    principal point at its centre: the box is carried, by angle, into a GazeCapture frame
+    (:data:`GAZECAPTURE_FRAME_PX`, portrait unless the frame is wider than tall, focal length
+    :data:`GAZECAPTURE_FOCAL_PX`), so that the face grid says where the face is as seen from
+    the camera, in the terms the models learned. For a 480x640 frame at
+    :data:`GAZECAPTURE_FOV_DEG` the box is unchanged.
+    """
+    if fov_deg is None:
+        return tuple(float(v) for v in face_box), (int(frame_size[0]), int(frame_size[1]))
+    if not 0 < fov_deg < 180:
+        raise ValueError(f"camera_fov_deg must be in (0, 180), got {fov_deg}")
+    width, height = (float(v) for v in frame_size)
+    focal_px = min(width, height) / 2 / math.tan(math.radians(fov_deg) / 2)
+    k = GAZECAPTURE_FOCAL_PX / focal_px
+    short, long = GAZECAPTURE_FRAME_PX
+    out_w, out_h = (short, long) if height >= width else (long, short)
+    x, y, w, h = (float(v) for v in face_box)
+    box = ((x - width / 2) * k + out_w / 2, (y - height / 2) * k + out_h / 2, w * k, h * k)
+    return box, (out_w, out_h)
+
+
+def camera_face_grid(face_box: Sequence[float], frame_size: Sequence[int],
+                     fov_deg: float | None = None) -> tuple[int, int, int, int]:
+    """``faceGrid.json``'s ``(X, Y, W, H)`` for a face box in a frame of a camera whose field of
+    view across the shorter side is ``fov_deg`` (``None``: the frame is the grid's frame), as
+    :func:`grid_frame_box` places it."""
+    box, (width, height) = grid_frame_box(face_box, frame_size, fov_deg)
+    return face_grid_from_rect(width, height, *box)
+
+
 def face_grid_mask(params: Sequence[float], grid_size: int = FACE_GRID_SIZE) -> np.ndarray:
     """Expand ``(X, Y, W, H)`` grid parameters into a flat ``grid_size**2`` float32 mask.
 
@@ -72,29 +121,43 @@ def _face_grid_mask(params: tuple[float, ...], grid_size: int) -> np.ndarray:
     return mask
 
 
+# The cell index that maps to -1 in each grid-embedding convention (data.spec.GRID_CONVENTIONS):
+# ours subtracts 1 from faceGrid.json's 1-based X/Y (the box's left/top edge); the authors'
+# create_grid (src/ITrackerDataTF.py: ``x_start = g[0]*2/25 - 1``) uses X/Y as they are.
+GRID_ORIGIN_CELL = {"cell_edges": 1.0, "authors_tf": 0.0}
+
+
 def grid_embedding(
     params: Sequence[float], height: int, width: int, grid_size: int = FACE_GRID_SIZE,
-    out: np.ndarray | None = None,
+    out: np.ndarray | None = None, convention: str = "cell_edges",
 ) -> np.ndarray:
     """2-channel ``(2, height, width)`` float32 embedding of where the face crop sits in the frame.
 
-    Channel 0 varies along x, channel 1 along y. The left edge of the face-grid box maps to
-    ``2 * (X - 1) / grid_size - 1`` and the right edge to ``2 * (X - 1 + W) / grid_size - 1``
-    (likewise for y), so a face filling the whole frame spans exactly [-1, 1]. ``out``: an
-    array to fill instead of a new one (a batch slice).
+    Channel 0 varies along x, channel 1 along y (the authors stack ``gridX, gridY`` after the
+    image channels, ``concat([image, gridX, gridY])``). ``convention="cell_edges"``: the left
+    edge of the face-grid box maps to ``2 * (X - 1) / grid_size - 1`` and the right edge to
+    ``2 * (X - 1 + W) / grid_size - 1`` (likewise for y), so a face filling the whole frame
+    spans exactly [-1, 1]. ``"authors_tf"``: ``2 * X / grid_size - 1`` to
+    ``2 * (X + W) / grid_size - 1``, the authors' training ``create_grid`` (one cell further;
+    a face at the right edge reaches 1.08). Positions are a linspace over the crop's pixels
+    in both. ``out``: an array to fill instead of a new one (a batch slice).
     """
+    if convention not in GRID_ORIGIN_CELL:
+        raise ValueError(f"grid_convention must be one of {tuple(GRID_ORIGIN_CELL)}, got "
+                         f"{convention!r}")
+    origin = GRID_ORIGIN_CELL[convention]
     x, y, w, h = (float(p) for p in params)
     emb = np.empty((2, height, width), dtype=np.float32) if out is None else out
-    emb[0] = _grid_axis(x, w, width, grid_size)[None, :]
-    emb[1] = _grid_axis(y, h, height, grid_size)[:, None]
+    emb[0] = _grid_axis(x - origin, w, width, grid_size)[None, :]
+    emb[1] = _grid_axis(y - origin, h, height, grid_size)[:, None]
     return emb
 
 
 @lru_cache(maxsize=16384)
-def _grid_axis(start_cell: float, cells: float, n: int, grid_size: int) -> np.ndarray:
-    """``n`` positions across a face-grid box of ``cells`` cells from 1-based ``start_cell``."""
-    lo = 2.0 * (start_cell - 1.0) / grid_size - 1.0
-    hi = 2.0 * (start_cell - 1.0 + cells) / grid_size - 1.0
+def _grid_axis(start: float, cells: float, n: int, grid_size: int) -> np.ndarray:
+    """``n`` positions across ``cells`` cells from the 0-based cell position ``start``."""
+    lo = 2.0 * start / grid_size - 1.0
+    hi = 2.0 * (start + cells) / grid_size - 1.0
     axis = np.linspace(lo, hi, n, dtype=np.float32)
     axis.flags.writeable = False
     return axis

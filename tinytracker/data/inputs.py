@@ -21,9 +21,9 @@ import numpy as np
 
 from tinytracker.data.dataset import FACE_SIZED, IMAGE_FIELDS
 from tinytracker.data.geometry import (
+    camera_face_grid,
     crop_boxes,
     crop_with_padding,
-    face_grid_from_rect,
     face_grid_mask,
     grid_embedding,
     normalised_face_box,
@@ -47,7 +47,7 @@ def sample_inputs(crops: Mapping[str, np.ndarray], grid: Sequence[float], spec: 
     for name in IMAGE_FIELDS:
         if name not in spec.inputs:
             continue
-        image = resize(crops[name], spec.image_size(name))
+        image = resize(crops[name], spec.image_size(name), spec.interpolation)
         if augment is not None:
             image = augment(image=image)["image"]
         out[name] = to_tensor_layout(image, spec.grey and name in FACE_SIZED, spec.mean,
@@ -55,7 +55,8 @@ def sample_inputs(crops: Mapping[str, np.ndarray], grid: Sequence[float], spec: 
     if "face_grid" in spec.inputs:
         out["face_grid"] = face_grid_mask(grid)
     if "grid_embedding" in spec.inputs:
-        out["grid_embedding"] = grid_embedding(grid, spec.face_size, spec.face_size)
+        out["grid_embedding"] = grid_embedding(grid, spec.face_size, spec.face_size,
+                                               convention=spec.grid_convention)
     return out
 
 
@@ -90,11 +91,15 @@ def needs_face(inputs: Sequence[str]) -> bool:
 
 def frame_inputs(frame: np.ndarray, face_box: Sequence[float] | None, spec: SampleSpec,
                  left_eye: Sequence[float] | None = None,
-                 right_eye: Sequence[float] | None = None) -> dict[str, np.ndarray]:
+                 right_eye: Sequence[float] | None = None,
+                 camera_fov_deg: float | None = None) -> dict[str, np.ndarray]:
     """:func:`sample_inputs` of an RGB uint8 ``HxWx3`` frame and its detector boxes.
 
     Crops with :func:`frame_crops`; the face grid comes from the face box as GazeCapture's
-    ``faceGrid.json`` does (:func:`~tinytracker.data.geometry.face_grid_from_rect`).
+    ``faceGrid.json`` does (:func:`~tinytracker.data.geometry.face_grid_from_rect`), in the
+    frame itself (``camera_fov_deg=None``) or, for a camera with that field of view across
+    the frame's shorter side, in the GazeCapture frame it corresponds to
+    (:func:`~tinytracker.data.geometry.camera_face_grid`).
     ``face_box`` may be ``None`` only for a model that takes no field of the face
     (:func:`needs_face`): the ``frame`` field is the whole frame, resized as the IMX500's ISP
     scales its full-frame ROI (:func:`~tinytracker.data.transforms.resize`, the filter that
@@ -106,7 +111,7 @@ def frame_inputs(frame: np.ndarray, face_box: Sequence[float] | None, spec: Samp
             raise ValueError(f"the model takes {', '.join(spec.inputs)}: it needs a face box")
         return sample_inputs({"frame": frame}, (), spec)
     crops = frame_crops(frame, face_box, spec.inputs, left_eye, right_eye)
-    out = sample_inputs(crops, face_grid_from_rect(width, height, *face_box), spec)
+    out = sample_inputs(crops, camera_face_grid(face_box, (width, height), camera_fov_deg), spec)
     if "face_box" in spec.inputs:
         out["face_box"] = normalised_face_box(face_box, (width, height))
     return out

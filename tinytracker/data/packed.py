@@ -84,8 +84,10 @@ def pack_fields(spec: SampleSpec) -> dict[str, int]:
     return fields
 
 
-def pack_name(fields: dict[str, int]) -> str:
-    return "-".join(f"{name}{size}" for name, size in fields.items())
+def pack_name(fields: dict[str, int], interpolation: str = "area") -> str:
+    """``face112``...; a pack resized with another filter than ours says which (``-bilinear``)."""
+    name = "-".join(f"{name}{size}" for name, size in fields.items())
+    return name if interpolation == "area" else f"{name}-{interpolation}"
 
 
 def _sha256_file(path: Path) -> str:
@@ -96,12 +98,14 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fingerprint(index: ProcessedIndex, fields: dict[str, int]) -> dict[str, Any]:
+def fingerprint(index: ProcessedIndex, fields: dict[str, int],
+                interpolation: str = "area") -> dict[str, Any]:
     """What a pack is made from; a pack is used only while this is unchanged.
 
     Crop folders are keyed by their modification time (which changes when a crop is added,
     removed or replaced by a rename, as ``prepare`` writes them), not by hashing every JPEG,
-    so the check stays cheap at GazeCapture's size.
+    so the check stays cheap at GazeCapture's size. ``interpolation``: the resize filter
+    (recorded when it is not ours, so packs made before it was a choice stay valid).
     """
     rows = hashlib.sha256()
     for split in SPLITS:
@@ -118,9 +122,11 @@ def fingerprint(index: ProcessedIndex, fields: dict[str, int]) -> dict[str, Any]
             except FileNotFoundError:
                 stamp = -1
             folders.update(f"{int(rec)}/{name}:{stamp};".encode())
+    extra = {} if interpolation == "area" else {"interpolation": interpolation}
     return {
         "version": PACK_VERSION,
         "fields": dict(fields),
+        **extra,
         "frames": len(index),
         "metadata_sha256": _sha256_file(index.root / "metadata.mat"),
         "rows_sha256": rows.hexdigest(),
@@ -139,7 +145,8 @@ def stale_reason(path: Path, expected: dict[str, Any]) -> str | None:
         return f"{meta_path} is not valid JSON"
     labels = {"version": "pack format version", "fields": "fields or sizes",
               "frames": "number of frames", "metadata_sha256": "metadata.mat",
-              "rows_sha256": "frames of a split", "crop_folders_sha256": "crop folders"}
+              "rows_sha256": "frames of a split", "crop_folders_sha256": "crop folders",
+              "interpolation": "resize filter"}
     changed = [labels.get(k, k) for k in expected if found.get(k) != expected[k]]
     return f"changed since it was packed: {', '.join(changed)}" if changed else None
 
@@ -147,8 +154,9 @@ def stale_reason(path: Path, expected: dict[str, Any]) -> str | None:
 class _CropReader(Dataset):
     """Resized crops of every row of one split, for packing in DataLoader workers."""
 
-    def __init__(self, index: ProcessedIndex, fields: dict[str, int]) -> None:
-        self.index, self.fields = index, fields
+    def __init__(self, index: ProcessedIndex, fields: dict[str, int],
+                 interpolation: str = "area") -> None:
+        self.index, self.fields, self.interpolation = index, fields, interpolation
 
     def __len__(self) -> int:
         return len(self.index)
@@ -156,7 +164,8 @@ class _CropReader(Dataset):
     def __getitem__(self, i: int) -> tuple[int, dict[str, np.ndarray] | None, str]:
         rec, frame = int(self.index.rec_num[i]), int(self.index.frame_index[i])
         try:
-            crops = {name: load_resized_crop(self.index.root, rec, frame, name, size)
+            crops = {name: load_resized_crop(self.index.root, rec, frame, name, size,
+                                             self.interpolation)
                      for name, size in self.fields.items()}
         except DataFormatError as err:
             return i, None, str(err)
@@ -187,9 +196,10 @@ def build_pack(index: ProcessedIndex, fields: dict[str, int], path: Path,
     # every shard and PACK.json land in a temporary directory that replaces `path` when
     # whole: a killed packer leaves the earlier pack or none (its leftover is removed next time)
     with building_dir(path) as tmp:
+        interpolation = expected.get("interpolation", "area")
         for split in SPLITS:
             splits[split] = _pack_split(index.split_of(split), fields, tmp, split, shard_mb,
-                                        workers, skip_bad, progress)
+                                        workers, skip_bad, progress, interpolation)
         meta = {"fingerprint": expected, "source": str(index.root), "splits": splits,
                 "packed_s": round(time.perf_counter() - t0, 1)}
         write_json(tmp / META_FILE, meta, indent=1)
@@ -223,13 +233,15 @@ def _new_shard(path: Path, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _pack_split(index: ProcessedIndex, fields: dict[str, int], out: Path, split: str,
-                shard_mb: int, workers: int, skip_bad: bool, progress: bool) -> dict[str, Any]:
+                shard_mb: int, workers: int, skip_bad: bool, progress: bool,
+                interpolation: str = "area") -> dict[str, Any]:
     per_shard = _shard_frames(fields, shard_mb)
     shards, bad_rows = [], []
     arrays: dict[str, np.ndarray] = {}
-    loader = DataLoader(_CropReader(index, fields), batch_size=64, num_workers=workers,
-                        collate_fn=_as_list)
-    bar = tqdm(total=len(index), desc=f"packing {split} {pack_name(fields)}", unit="frame",
+    loader = DataLoader(_CropReader(index, fields, interpolation), batch_size=64,
+                        num_workers=workers, collate_fn=_as_list)
+    bar = tqdm(total=len(index), desc=f"packing {split} {pack_name(fields, interpolation)}",
+               unit="frame",
                disable=not progress)
     for batch in loader:
         for i, crops, error in batch:
@@ -267,6 +279,7 @@ class PackedSplit:
         info = meta["splits"][split]
         self.path, self.split = path, split
         self.fields: dict[str, int] = meta["fingerprint"]["fields"]
+        self.interpolation: str = meta["fingerprint"].get("interpolation", "area")
         self.frames = int(info["frames"])
         self.files = [shard["files"] for shard in info["shards"]]
         self.starts = np.cumsum([0] + [s["frames"] for s in info["shards"]])[:-1]
@@ -337,6 +350,10 @@ class PackedDataset(GazeDataset):
                 raise DataFormatError(f"{packed.path} holds {name} at "
                                       f"{packed.fields.get(name)} px, the model needs "
                                       f"{spec.image_size(name)}")
+        if packed.interpolation != spec.interpolation:
+            raise DataFormatError(f"{packed.path} holds crops resized with "
+                                  f"interpolation={packed.interpolation}, the model needs "
+                                  f"{spec.interpolation}")
         self.packed = packed
 
     def _image(self, i: int, name: str, size: int) -> np.ndarray:
@@ -367,6 +384,7 @@ class PackedDataset(GazeDataset):
         if "grid_embedding" in spec.inputs:
             emb = np.empty((len(rows), 2, spec.face_size, spec.face_size), dtype=np.float32)
             for k, grid in enumerate(idx.face_grid[rows]):
-                grid_embedding(grid, spec.face_size, spec.face_size, out=emb[k])
+                grid_embedding(grid, spec.face_size, spec.face_size, out=emb[k],
+                               convention=spec.grid_convention)
             out["grid_embedding"] = torch.from_numpy(emb)
         return out

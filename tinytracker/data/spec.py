@@ -15,10 +15,21 @@ from dataclasses import dataclass
 from typing import Any
 
 # The keys of a record: data config keys of the same names (conf/data/*.yaml).
-RECORDED = ("face_size", "eye_size", "grey", "grid_embedding", "mean", "std")
+RECORDED = ("face_size", "eye_size", "grey", "grid_embedding", "mean", "std",
+            "grid_convention", "interpolation")
 REQUIRED = ("face_size", "grey", "mean", "std")  # without them the pixels are unknown
 ONNX_METADATA_KEY = "tinytracker.input_spec"  # a JSON object: the record
 DEFAULT_EYE_SIZE = 224  # iTracker's eye crops; a face-only model's record may leave it out
+# Where the grid embedding of a face-grid box (X, Y, W, H; X, Y 1-based cells) starts:
+# "cell_edges" (ours): at the box's left/top cell edge, 2 (X - 1) / 25 - 1, so a face filling
+# the frame spans [-1, 1]; "authors_tf": at 2 X / 25 - 1, one cell right/down, as
+# ``create_grid`` of the TinyTracker authors' training pipeline (pbonazzi/tinytracker,
+# src/ITrackerDataTF.py) computes it from faceGrid.json, which their released weights learned.
+GRID_CONVENTIONS = ("cell_edges", "authors_tf")
+# How crops are resized to the model's input: "area" (ours: OpenCV's area filter when
+# shrinking, bilinear when enlarging); "bilinear" (bilinear both ways, no antialiasing: the
+# authors' ``tf.image.resize(image, shape)`` default in src/ITrackerDataTF.py).
+INTERPOLATIONS = ("area", "bilinear")
 
 
 @dataclass
@@ -27,7 +38,9 @@ class SampleSpec:
 
     ``grid_embedding`` is the data config's switch for the TinyTracker nets' two extra input
     channels (``model.net.grid_embedding`` follows it); the field is loaded when ``inputs``
-    names it.
+    names it. ``grid_convention`` (:data:`GRID_CONVENTIONS`) and ``interpolation``
+    (:data:`INTERPOLATIONS`) say how that embedding and the resized crops were computed in
+    training; a record without them (files written before they existed) means ours.
     """
 
     inputs: tuple[str, ...] = ("face",)
@@ -37,6 +50,14 @@ class SampleSpec:
     mean: float = 0.5
     std: float = 0.5
     grid_embedding: bool = False
+    grid_convention: str = "cell_edges"
+    interpolation: str = "area"
+
+    def __post_init__(self) -> None:
+        for key, allowed in (("grid_convention", GRID_CONVENTIONS),
+                             ("interpolation", INTERPOLATIONS)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
 
     def image_size(self, name: str) -> int:
         """Side in pixels of the image field ``name`` (``face`` and ``frame``: ``face_size``;
@@ -68,7 +89,9 @@ class SampleSpec:
                    eye_size=int(record.get("eye_size") or DEFAULT_EYE_SIZE),
                    grey=bool(record["grey"]), mean=float(record["mean"]),
                    std=float(record["std"]),
-                   grid_embedding=("grid_embedding" in inputs) if grid is None else bool(grid))
+                   grid_embedding=("grid_embedding" in inputs) if grid is None else bool(grid),
+                   grid_convention=str(record.get("grid_convention") or "cell_edges"),
+                   interpolation=str(record.get("interpolation") or "area"))
 
     @classmethod
     def from_onnx_metadata(cls, inputs: Sequence[str], meta: Mapping[str, str],

@@ -103,12 +103,21 @@ def build_augment(cfg: AugmentConfig | None) -> A.Compose | None:
     )
 
 
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize an ``HxWxC`` uint8 image to ``size x size`` (area filter when shrinking)."""
+def resize(image: np.ndarray, size: int, interpolation: str = "area") -> np.ndarray:
+    """Resize an ``HxWxC`` uint8 image to ``size x size``.
+
+    ``interpolation`` (:data:`~tinytracker.data.spec.INTERPOLATIONS`): ``"area"`` (ours) uses
+    the area filter when shrinking and bilinear when enlarging; ``"bilinear"`` is bilinear both
+    ways without antialiasing, with half-pixel centres, as ``tf.image.resize(image, shape)``
+    in the TinyTracker authors' training pipeline (src/ITrackerDataTF.py); OpenCV rounds the
+    result to uint8 where TF keeps float, a difference of at most half a grey level.
+    """
+    if interpolation not in ("area", "bilinear"):
+        raise ValueError(f"interpolation must be 'area' or 'bilinear', got {interpolation!r}")
     if image.shape[0] == size and image.shape[1] == size:
         return image
     shrink = image.shape[0] > size or image.shape[1] > size
-    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    interp = cv2.INTER_AREA if shrink and interpolation == "area" else cv2.INTER_LINEAR
     return cv2.resize(image, (size, size), interpolation=interp)
 
 

@@ -38,10 +38,12 @@ from tinytracker.quant.checkpoints import is_quantized_net
 DEFAULT_OPSET = 13  # QuantizeLinear/DequantizeLinear with per-channel axis need opset >= 13
 
 PREPROCESSING = (
-    "face: square face crop resized to face_size x face_size, RGB (grey: ITU-R BT.601 luma, "
-    "as OpenCV COLOR_RGB2GRAY), NCHW float32, value = (pixel / 255 - mean) / std. "
-    "grid_embedding: (2, face_size, face_size), channel 0 a linspace along x and channel 1 "
-    "along y over the face-grid box mapped to [-1, 1] (tinytracker.data.geometry.grid_embedding)."
+    "face: square face crop resized to face_size x face_size with the filter interpolation, "
+    "RGB (grey: ITU-R BT.601 luma, as OpenCV COLOR_RGB2GRAY), NCHW float32, value = "
+    "(pixel / 255 - mean) / std. grid_embedding: (2, face_size, face_size), channel 0 a "
+    "linspace along x and channel 1 along y over the face-grid box mapped to [-1, 1] in the "
+    "convention grid_convention (tinytracker.data.geometry.grid_embedding); mean, std, "
+    "interpolation and grid_convention: tinytracker.input_spec."
 )
 OUTPUT_DOC = "gaze_cm: (batch, 2) gaze point (XCam, YCam) in cm, GazeCapture camera coordinates"
 FEATURES_DOC = ("features: (batch, D) the penultimate features (after the hidden fully connected "

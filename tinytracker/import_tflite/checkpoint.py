@@ -88,7 +88,9 @@ def fine_tune_overrides(imported: ImportedModel) -> list[str]:
            f"data.face_size={spec['face_size']}",
            f"data.grey={str(spec['grey']).lower()}",
            f"data.grid_embedding={str(spec['grid_embedding']).lower()}",
-           f"data.mean={spec['mean']!r}", f"data.std={spec['std']!r}"]
+           f"data.mean={spec['mean']!r}", f"data.std={spec['std']!r}",
+           f"data.grid_convention={spec['grid_convention']}",
+           f"data.interpolation={spec['interpolation']}"]
     for key in ("output_activation", "output_scale_cm", "padding", "baked_grid_embedding"):
         if key in cfg:
             value = str(cfg[key]).lower() if isinstance(cfg[key], bool) else cfg[key]

@@ -32,8 +32,20 @@ from tinytracker.models.tf_padding import tf_same_pads
 MODELS = registry.with_released_weights()
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 FUSED_ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}  # TFLite ActivationFunctionType
-# The authors feed uint8 pixels p as int8 q = p - 128 (their evaluation script).
-PIXEL_OFFSET = 128
+# The preprocessing the released weights were trained with, from the authors' training
+# pipeline (pbonazzi/tinytracker, src/ITrackerDataTF.py, dataset_preprocessing_grid):
+# RGB from tf.image.decode_jpeg of the appleFace crop (grey: decode_jpeg(channels=1)), no
+# flip, tf.image.resize (bilinear, no antialiasing), pixels image / 127.5 - 1, then
+# concat([image, gridX, gridY]) with create_grid's grid embedding (authors_tf). Their
+# convert_tflite.py calibrated the int8 input on exactly these floats: the file's input range
+# is [-1.00, 1.08] (scale 0.008157 = 2.08 / 255, zero point -5), where 1.08 = 2 * 26 / 25 - 1
+# is create_grid's largest value; our grid convention stops at 1. Their evaluate_tflite.py
+# feeds int8 p - 128 instead (1.04 x the trained pixel scale, +0.037 at mid-grey) and their
+# webcam demo mirrored BGR pixels p - 127.5 with a grid from the raw box: both differ from
+# training, which we follow. tests/test_import_tflite.py checks the range and the tensors.
+TRAINING_MEAN, TRAINING_STD = 0.5, 0.5  # (p / 255 - 0.5) / 0.5 == p / 127.5 - 1
+TRAINING_GRID = "authors_tf"  # data.spec.GRID_CONVENTIONS
+TRAINING_INTERPOLATION = "bilinear"  # data.spec.INTERPOLATIONS: tf.image.resize's default
 
 
 @dataclass
@@ -41,7 +53,7 @@ class ImportedModel:
     name: str  # one of MODELS
     net_config: dict[str, Any]  # Hydra config of the net (``_target_`` ...)
     net: nn.Module  # weights loaded, eval mode
-    input_spec: dict[str, Any]  # GazeModule.input_spec reproducing the authors' preprocessing
+    input_spec: dict[str, Any]  # GazeModule.input_spec: the authors' training preprocessing
     input_scale: float  # int8 input quantization: real = scale * (q - zero_point)
     input_zero_point: int
     output_step_cm: float  # one step of the int8 tensor the float output is dequantized from
@@ -66,7 +78,7 @@ def import_graph(graph: Graph, model: str = "auto",
     scale, zero = float(inp.quant.scale[0]), int(inp.quant.zero_point[0])
     out_scale = float(cfg["output_scale_cm"])
     return ImportedModel(
-        name=name, net_config=cfg, net=net.eval(), input_spec=_input_spec(cfg, scale, zero),
+        name=name, net_config=cfg, net=net.eval(), input_spec=_input_spec(cfg),
         input_scale=scale, input_zero_point=zero,
         output_step_cm=_output_step(graph) * out_scale,
         pre_tanh_step_cm=_pre_tanh_step(graph, out_scale),
@@ -143,12 +155,14 @@ def _net_config(graph: Graph, inp: Tensor, baked: np.ndarray | None, name: str,
     return cfg
 
 
-def _input_spec(cfg: dict[str, Any], scale: float, zero: int) -> dict[str, Any]:
-    """(p/255 - mean)/std == scale * (p - 128 - zero): the dequantized int8 input."""
+def _input_spec(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The authors' training preprocessing (see :data:`TRAINING_MEAN`) as an input spec record;
+    the int8 emulation then quantizes it with the file's own input scale and zero point."""
     return {
         "face_size": cfg["image_size"], "eye_size": 224, "grey": cfg["in_channels"] == 1,
         "grid_embedding": cfg["grid_embedding"],
-        "mean": (PIXEL_OFFSET + zero) / 255.0, "std": 1.0 / (255.0 * scale),
+        "mean": TRAINING_MEAN, "std": TRAINING_STD,
+        "grid_convention": TRAINING_GRID, "interpolation": TRAINING_INTERPOLATION,
     }
 
 

@@ -1,8 +1,8 @@
 """Run the authors' TFLite file with LiteRT next to the imported model, on the same inputs.
 
-Both see the same int8 input: our float inputs are quantized with the file's input scale and
-zero point, LiteRT gets those int8 values, the PyTorch model their dequantized values (so the
-image part is exactly ``(p - 123) * scale``, as the authors feed it).
+Both see the same int8 input: our float inputs (the authors' training preprocessing,
+``p / 127.5 - 1`` and the grid embedding) are quantized with the file's input scale and zero
+point, LiteRT gets those int8 values, the PyTorch model their dequantized values.
 
 The comparison unit is one *output step*: the scale of the int8 tensor that the file's float
 output is dequantized from (the TANH output, 1/128), times the tanh range in cm

@@ -30,8 +30,8 @@ class ReleasedWeights:
     file: str  # file name in the authors' repository
     repository: str
     # The tanh output's range is not stored in the files; the import takes the net's default
-    # output_scale_cm (30 cm: TinyTracker's evaluation, anchors README; 10 cm: TinyTrackerS'
-    # training script, train_TinyTrackerS.py).
+    # output_scale_cm: 30 cm for TinyTracker (train_TinyTracker.py: ``model(x) * 30.``, as its
+    # evaluate_tflite.py), 10 cm for TinyTrackerS (train_TinyTrackerS.py: ``* 10.``).
 
 
 @dataclass(frozen=True)

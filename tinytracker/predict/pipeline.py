@@ -1,13 +1,17 @@
 """Frame -> detection -> model inputs -> gaze (cm) -> screen position; outputs written.
 
 Model inputs are built by :func:`tinytracker.data.inputs.frame_inputs`, the data pipeline's
-crop, face-grid and grid-embedding geometry, with the preprocessing recorded in the model.
+crop, face-grid and grid-embedding geometry, with the preprocessing recorded in the model
+(its input spec: pixel scale, resize filter, grid convention), the face grid measured in the
+frame of the ``camera`` (:mod:`tinytracker.predict.camera`). Frames are used as the camera
+gives them: RGB (:mod:`~tinytracker.predict.sources`), never mirrored, as GazeCapture's.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +20,11 @@ import numpy as np
 
 from tinytracker.correction.corrections import CalibrationError
 from tinytracker.correction.saved import load_calibration
-from tinytracker.data.face_detection import HaarDetector
+from tinytracker.data.face_detection import Detection, HaarDetector
+from tinytracker.data.geometry import camera_face_grid
 from tinytracker.data.inputs import frame_inputs, needs_face
 from tinytracker.onnx_runner import OnnxRunner
+from tinytracker.predict.camera import Camera, camera_from
 from tinytracker.predict.draw import annotate
 from tinytracker.predict.records import FramePrediction, write_csv, write_json
 from tinytracker.predict.runner import CalibratedRunner, Runner, TorchRunner, load_runner
@@ -37,8 +43,9 @@ DEFAULT_FPS = 30.0
 @dataclass
 class Predictor:
     runner: Runner
-    detector: HaarDetector
+    detector: Callable[[np.ndarray], Detection]  # a HaarDetector, or known boxes
     screen: Screen | None = None
+    camera: Camera = field(default_factory=lambda: camera_from(None, None))
 
     def __call__(self, frame: Frame) -> FramePrediction:
         if frame.image is None:
@@ -55,11 +62,15 @@ class Predictor:
             return self._gaze(record, frame_inputs(frame.image, None, spec))
         record = FramePrediction(frame.index, frame.name, True, list(found.face),
                                  _box(found.left_eye), _box(found.right_eye))
+        height, width = frame.image.shape[:2]
+        record.face_grid = list(camera_face_grid(found.face, (width, height),
+                                                 self.camera.fov_deg))
         if {"eye_left", "eye_right"} & set(spec.inputs) and None in (found.left_eye,
                                                                      found.right_eye):
             record.note = "eyes not found: this model needs both eye crops"
             return record
-        inputs = frame_inputs(frame.image, found.face, spec, found.left_eye, found.right_eye)
+        inputs = frame_inputs(frame.image, found.face, spec, found.left_eye, found.right_eye,
+                              self.camera.fov_deg)
         return self._gaze(record, inputs)
 
     def _gaze(self, record: FramePrediction, inputs: dict[str, np.ndarray]) -> FramePrediction:
@@ -112,19 +123,37 @@ def calibrated(runner: TorchRunner | OnnxRunner, model_path: str, calibration: s
     return CalibratedRunner(runner, correction), info
 
 
+FACE_BOXES = ("apple_like", "haar")
+
+
+def detector_from(face_box: str = "apple_like", min_face_fraction: float = 0.1) -> HaarDetector:
+    """``face_box=apple_like``: Haar's box mapped to the Apple-like box the models were trained
+    on (:data:`~tinytracker.data.face_detection.HAAR_TO_APPLE`); ``haar``: Haar's own box."""
+    if face_box not in FACE_BOXES:
+        raise ValueError(f"face_box must be one of {FACE_BOXES}, got {face_box!r}")
+    if face_box == "haar":
+        return HaarDetector(min_face_fraction, box_mapping=None)
+    return HaarDetector(min_face_fraction)
+
+
 def run(ckpt_path: str, source: Source, out_dir: Path, screen: Screen | None = None,
-        min_face_fraction: float = 0.1, draw: bool = True, calibration: str | None = None,
-        calibration_subject: str | None = None) -> dict[str, Any]:
+        detector: HaarDetector | None = None, draw: bool = True,
+        calibration: str | None = None, calibration_subject: str | None = None,
+        camera: Camera | None = None) -> dict[str, Any]:
     """Predict every frame of ``source``; writes CSV, JSON and annotated images or video.
 
     ``calibration``: a ``corrections.json`` of ``tinytracker.calibrate``, whose correction for
-    ``calibration_subject`` (optional when it holds one person) is applied to every gaze."""
+    ``calibration_subject`` (optional when it holds one person) is applied to every gaze.
+    ``detector``: default :func:`detector_from`'s; ``camera``: the camera behind the frames
+    (default ``camera=gazecapture``)."""
     runner: Runner = load_runner(ckpt_path)
     calibration_info = None
     if calibration:
         runner, calibration_info = calibrated(runner, ckpt_path, calibration,
                                               calibration_subject)
-    predictor = Predictor(runner, HaarDetector(min_face_fraction), screen)
+    camera = camera or camera_from(None, None)
+    detector = detector or detector_from()
+    predictor = Predictor(runner, detector, screen, camera)
     out_dir.mkdir(parents=True, exist_ok=True)
     records: list[FramePrediction] = []
     annotated: list[str] = []
@@ -152,6 +181,9 @@ def run(ckpt_path: str, source: Source, out_dir: Path, screen: Screen | None = N
         "model_inputs": list(runner.spec.inputs),
         "calibration": calibration_info,
         "screen": screen.as_dict() if screen is not None else None,
+        "camera": camera.as_dict(),
+        "face_box": "haar" if detector.box_mapping is None else "apple_like",
+        "input_spec": runner.spec.record(),
         "coordinates": COORDINATES,
         "frames_total": len(records),
         "frames_with_face": sum(r.face_found for r in records),

@@ -29,6 +29,7 @@ class FramePrediction:
     face_box: Box | None = None
     left_eye_box: Box | None = None
     right_eye_box: Box | None = None
+    face_grid: Box | None = None  # faceGrid.json's (X, Y, W, H), in the camera's grid frame
     x_cm: float | None = None
     y_cm: float | None = None
     screen: dict[str, Any] = field(default_factory=dict)  # Screen.locate, when a screen is set

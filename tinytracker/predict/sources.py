@@ -34,7 +34,12 @@ class Source:
 
 
 def read_image(path: Path) -> np.ndarray | None:
-    """RGB uint8 image, or None when the file is not a readable image."""
+    """RGB uint8 image, or None when the file is not a readable image.
+
+    RGB, the channel order every model here was trained on: GazeCapture's crops decoded by
+    PIL (our prepare) or ``tf.image.decode_jpeg`` (the TinyTracker authors' training,
+    src/ITrackerDataTF.py); OpenCV decodes to BGR, converted here and for video frames below.
+    """
     data = np.fromfile(str(path), dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
