@@ -28,7 +28,6 @@ Writes ``look_at_camera.json`` and ``look_at_camera.md`` into ``out_dir``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
@@ -38,6 +37,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from tinytracker.atomic import write_json, write_text
 from tinytracker.data.face_detection import Detection, HaarDetector
 from tinytracker.predict.camera import Camera
 from tinytracker.predict.pipeline import Predictor
@@ -228,8 +228,8 @@ def look_at_camera(runner: Runner, camera: Camera, out_dir: Path, model_path: st
                "input_spec": runner.spec.record(), "expected_cm": [0.0, 0.0],
                "missing": missing, "photos": results}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / OUTPUTS[0]).write_text(json.dumps(summary, indent=1) + "\n")
-    (out_dir / OUTPUTS[1]).write_text(markdown(summary))
+    write_json(out_dir / OUTPUTS[0], summary)
+    write_text(out_dir / OUTPUTS[1], markdown(summary))
     return summary
 
 
