@@ -53,6 +53,7 @@ class GazeModule(L.LightningModule):
         self.val_frames = FrameCount()  # frames evaluated, summed across DDP ranks
         self.test_frames = FrameCount()
         self.val_best = float("inf")
+        self._resumed_augment_state: dict[str, Any] | None = None  # see on_load_checkpoint
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = [batch[k] for k in self.input_keys]
@@ -142,8 +143,7 @@ class GazeModule(L.LightningModule):
         self._resumed_augment_state = state.get("augment")
 
     def on_train_epoch_start(self) -> None:
-        state = getattr(self, "_resumed_augment_state", None)
-        self._resumed_augment_state = None
+        state, self._resumed_augment_state = self._resumed_augment_state, None
         augment = self._train_augment()
         if state is not None and augment is not None:
             augment.set_random_state(state)
