@@ -265,7 +265,15 @@ def model_summary(content: bytes) -> dict[str, Any]:
     zero point, as LiteRT's interpreter reads the file."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=content)
+    try:
+        interpreter = Interpreter(model_content=content)
+    except (RuntimeError, ValueError) as err:  # the converter wrote an op LiteRT cannot run
+        missing = sorted(set(_MISSING_OP.findall(str(err))))
+        if not missing:
+            raise
+        named = _named(content, missing)
+        raise WorkerError("the LiteRT converter (litert-torch) wrote operators that LiteRT has "
+                          f"no kernel for: {named}. Change those layers") from err
     ops: dict[str, int] = {}
     for op in interpreter._get_ops_details():
         ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
@@ -293,9 +301,27 @@ def model_summary(content: bytes) -> dict[str, Any]:
             "signature": signature}
 
 
+def layer_name(tensor: str) -> str:
+    """The PyTorch module path of the layer that wrote a tensor: the converter names tensors
+    after the module stack, ``pkg.Root/pkg.Class_attr/.../pkg.Class_attr;N``, from which
+    ``net.backbone.features.5``; a name in another form comes back as it is."""
+    parts = tensor.split(";")[0].split("/")[1:]
+    # class names are CamelCase (a private one with a leading "_"); attributes may hold "_"
+    attrs = [p.rsplit(".", 1)[-1].lstrip("_").split("_", 1) for p in parts]
+    if not attrs or any(len(a) != 2 or not a[1] for a in attrs):
+        return tensor
+    return ".".join(a[1] for a in attrs)
+
+
+def _named(content: bytes, ops: list[str]) -> str:
+    """``OP at layer, layer; OP2 at ...`` for the given builtin operators of the file."""
+    layers = operator_layers(content)
+    return "; ".join(f"{op} at {', '.join(sorted(set(layers.get(op, ['?'])))[:6])}"
+                     for op in ops)
+
+
 def operator_layers(content: bytes) -> dict[str, list[str]]:
-    """Builtin operator name -> the names of the tensors its instances write (their layers:
-    the converter names tensors after the torch module path)."""
+    """Builtin operator name -> the layers (:func:`layer_name`) its instances compute."""
     schema = _schema()
     model = schema.Model.GetRootAs(content, 0)
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
@@ -307,8 +333,8 @@ def operator_layers(content: bytes) -> dict[str, list[str]]:
         kind = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
         if kind == "CUSTOM" and code.CustomCode():
             kind = code.CustomCode().decode()
-        tensors = [graph.Tensors(op.Outputs(j)).Name().decode() for j in range(op.OutputsLength())]
-        out.setdefault(kind, []).extend(tensors)
+        out.setdefault(kind, []).extend(layer_name(graph.Tensors(op.Outputs(j)).Name().decode())
+                                        for j in range(op.OutputsLength()))
     return out
 
 
@@ -394,12 +420,11 @@ def output_count(content: bytes) -> int:
 
 
 def _micro_failure(content: bytes, printed: str, err: Exception) -> str:
-    layers = operator_layers(content)
     missing = sorted(set(_MISSING_OP.findall(printed)))
     if missing:
-        named = "; ".join(f"{op} at {', '.join(layers.get(op, ['?'])[:5])}" for op in missing)
-        return (f"TFLite Micro has no kernel for {', '.join(missing)}: {named}. Change those "
-                "layers or run the file in LiteRT (not on a microcontroller)")
+        return (f"TFLite Micro has no kernel for {', '.join(missing)}: "
+                f"{_named(content, missing)}. Change those layers, or run the file in LiteRT "
+                "(not on a microcontroller)")
     lines = [ln for ln in printed.splitlines() if ln.strip()][-8:]
     return f"TFLite Micro could not run the file: {err}; it printed: {' | '.join(lines)}"
 

@@ -3,7 +3,8 @@
 1. the float net of the checkpoint (a QAT checkpoint's float weights, batch norm folded as
    QAT had it, and its float host head) is taken whole: for ``model.position=late`` the file
    computes the sensor part *and* the head, so it takes ``face`` and ``face_box`` (a CPU or a
-   microcontroller has no sensor/host split); two-input nets (``face`` + ``grid_embedding``)
+   microcontroller has no sensor/host split; the head arranged for int8 by
+   :mod:`tinytracker.export.litert_graph`); two-input nets (``face`` + ``grid_embedding``)
    export the same way. Image inputs are NHWC, as LiteRT, cameras and the authors' files;
 2. ``torch.export`` writes that program, and the LiteRT environment (``.venv-litert``,
    :mod:`tinytracker.export.litert_env`) quantizes it with ``litert-torch``'s PT2E flow
@@ -36,6 +37,7 @@ from tinytracker.data.spec import ONNX_METADATA_KEY
 from tinytracker.export.errors import ExportError
 from tinytracker.export.imx500 import calibration_batches
 from tinytracker.export.litert_env import find_litert_python, run_worker
+from tinytracker.export.litert_graph import LiteRTGraph
 from tinytracker.export.onnx import PREPROCESSING
 from tinytracker.models.module import GazeModule
 from tinytracker.onnx_runner import OUTPUT_NAME
@@ -58,21 +60,6 @@ QAT_RECALIBRATED = ("every scale: per-channel weight scales from the carried wei
                     "scales Brevitas trained are not carried over")
 
 
-class LiteRTGraph(nn.Module):
-    """The float net as the ``.tflite`` computes it: inputs by name (the batch fields), image
-    inputs NHWC, one output named ``gaze_cm``. Shares the net's layers."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.input_keys: tuple[str, ...] = tuple(net.input_keys)
-
-    def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        ordered = [inputs[k].permute(0, 3, 1, 2) if inputs[k].dim() == 4 else inputs[k]
-                   for k in self.input_keys]
-        return {OUTPUT_NAME: self.net(*ordered)}
-
-
 def nhwc(x: torch.Tensor) -> np.ndarray:
     """A batch of one input as the file takes it (images NHWC), float32."""
     x = x.float()
@@ -92,6 +79,7 @@ def export_tflite(cfg: DictConfig, module: GazeModule, out_dir: Path) -> dict[st
     keys = tuple(float_net.input_keys)
     calibration = calibration_batches(cfg, module, images, keys)
     arrays = {k: np.concatenate([nhwc(b[i]) for b in calibration]) for i, k in enumerate(keys)}
+    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / FILE_NAME
     timeout = float(settings.timeout_s)
     spec = dict(module.hparams.get("input_spec") or {})
@@ -119,8 +107,11 @@ def export_tflite(cfg: DictConfig, module: GazeModule, out_dir: Path) -> dict[st
     if evaluate:
         out_q = converted["outputs"][0]
         litert = run_litert(path, feeds)
+        reference = run_litert(path, feeds, reference=True)
         result.update(evaluation_entries(cfg.split, frames, dequantize(litert, out_q),
                                          dequantize(micro_out, out_q), float(out_q["scale"])))
+        steps = np.abs(micro_out.astype(np.int32) - reference.astype(np.int32))
+        result["tflite/micro/max_steps_from_litert_reference"] = int(steps.max())
     return result
 
 
@@ -180,16 +171,21 @@ def dequantize(q: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return (q.astype(np.float32) - detail["zero_point"]) * np.float32(detail["scale"])
 
 
-def run_litert(path: Path, feeds: list[np.ndarray]) -> np.ndarray:
-    """The file's raw output on every frame, one at a time, in LiteRT (XNNPACK, one thread)."""
-    from ai_edge_litert.interpreter import Interpreter
+def run_litert(path: Path, feeds: list[np.ndarray], reference: bool = False) -> np.ndarray:
+    """The file's raw output on every frame, one at a time, in LiteRT on one thread: as
+    users run it (XNNPACK), or with LiteRT's reference kernels (``reference``), whose
+    rounding TFLite Micro's kernels follow."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    resolver = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
+    interpreter = Interpreter(model_path=str(path), num_threads=1,
+                              experimental_op_resolver_type=resolver)
     interpreter.allocate_tensors()
     inputs = interpreter.get_input_details()
     output = interpreter.get_output_details()[0]
     out = []
-    for i in tqdm(range(len(feeds[0])), desc="LiteRT", unit="frame"):
+    desc = "LiteRT reference kernels" if reference else "LiteRT"
+    for i in tqdm(range(len(feeds[0])), desc=desc, unit="frame"):
         for detail, feed in zip(inputs, feeds, strict=True):
             interpreter.set_tensor(detail["index"], feed[i:i + 1])
         interpreter.invoke()
