@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import SMALL_DATA, read_metrics, run_module, train_in_process
+from tests.conftest import REPO, SMALL_DATA, read_metrics, run_module, train_in_process
 from tinytracker.export.errors import ExportError
 from tinytracker.export.litert_env import (
     INSTALL_COMMAND,
@@ -225,6 +225,11 @@ def test_missing_litert_environment_says_how_to_create_it(tmp_path, monkeypatch)
     assert str(tmp_path / "a" / VENV) in message and str(tmp_path / "b" / VENV) in message
     assert INSTALL_COMMAND in message
     assert "'litert-torch==" in INSTALL_COMMAND and "'tflite-micro==" in INSTALL_COMMAND
+
+
+def test_the_readme_install_command_creates_the_litert_environment():
+    install = (REPO / "README.md").read_text().split("<!-- quick start: install -->")[1]
+    assert INSTALL_COMMAND in install.split("```")[1]
 
 
 def test_an_environment_without_the_converter_is_named_as_such(monkeypatch):

@@ -77,7 +77,7 @@ def _unusable(python: Path) -> str | None:
              "missing = [m for m in ('litert_torch', 'tflite_micro', 'torchao') "
              "if u.find_spec(m) is None]; print(' '.join(missing)); sys.exit(bool(missing))")
     try:
-        proc = subprocess.run([str(python), "-c", probe], capture_output=True, text=True,
+        proc = subprocess.run([str(python), "-I", "-c", probe], capture_output=True, text=True,
                               timeout=120)
     except (OSError, subprocess.TimeoutExpired) as err:
         return f"its python does not run ({err})"
@@ -92,14 +92,15 @@ def run_worker(python: Path, command: str, timeout_s: float, **files: Path) -> d
     report. A failed step raises :class:`ExportError` with the worker's message."""
     with tempfile.TemporaryDirectory(prefix="tinytracker-litert-") as tmp:
         report_path = Path(tmp) / "report.json"
-        cmd = [str(python), str(WORKER), command, "--report", str(report_path)]
+        # -I: neither PYTHONPATH nor the script's folder (tinytracker/export, whose onnx.py
+        # would shadow the onnx package) on that environment's sys.path
+        cmd = [str(python), "-I", str(WORKER), command, "--report", str(report_path)]
         for name, path in files.items():
             cmd += [f"--{name}", str(path)]
         log.info("LiteRT environment: %s", " ".join(cmd))
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
-                                  env={**os.environ, "PYTHONNOUSERSITE": "1"})
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired as err:
             raise ExportError(f"the LiteRT step '{command}' did not finish within "
                               f"tflite.timeout_s={timeout_s} s") from err
@@ -109,6 +110,8 @@ def run_worker(python: Path, command: str, timeout_s: float, **files: Path) -> d
         raise ExportError(f"the LiteRT step '{command}' failed (exit code {proc.returncode}) "
                           f"without a report: {(proc.stderr or proc.stdout)[-3000:]}")
     if "error" in report:
+        if "traceback" in report:
+            log.info("LiteRT step '%s' failed:\n%s", command, report["traceback"])
         raise ExportError(report["error"])
     log.info("LiteRT step '%s' done in %.1f s", command, seconds)
     return report
