@@ -79,26 +79,18 @@ def export_tflite(cfg: DictConfig, module: GazeModule, out_dir: Path) -> dict[st
     keys = tuple(float_net.input_keys)
     calibration = calibration_batches(cfg, module, images, keys)
     arrays = {k: np.concatenate([nhwc(b[i]) for b in calibration]) for i, k in enumerate(keys)}
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / FILE_NAME
     timeout = float(settings.timeout_s)
     spec = dict(module.hparams.get("input_spec") or {})
     quantized_ckpt = is_quantized_net(module.net)
     evaluate = bool(cfg.evaluate)
+    converted = convert_net(float_net, arrays, path, python, timeout,
+                            tflite_metadata(keys, spec, quantized_ckpt))
+    frames = (collect_split(cfg, module, float_net) if evaluate
+              else {"inputs": {k: arrays[k][:1] for k in keys}})
+    feeds = quantize_inputs(frames["inputs"], converted["inputs"], keys)
     with tempfile.TemporaryDirectory(prefix="tinytracker-tflite-") as tmp_name:
         tmp = Path(tmp_name)
-        program = torch.export.export(LiteRTGraph(float_net), (),
-                                      {k: torch.from_numpy(arrays[k][:1]) for k in keys})
-        torch.export.save(program, tmp / "model.pt2")
-        np.savez(tmp / "calibration.npz", **arrays)
-        (tmp / "metadata.json").write_text(json.dumps(
-            tflite_metadata(keys, spec, quantized_ckpt)))
-        converted = run_worker(python, "convert", timeout, program=tmp / "model.pt2",
-                               calibration=tmp / "calibration.npz",
-                               metadata=tmp / "metadata.json", out=path)
-        frames = (collect_split(cfg, module, float_net) if evaluate
-                  else {"inputs": {k: arrays[k][:1] for k in keys}})
-        feeds = quantize_inputs(frames["inputs"], converted["inputs"], keys)
         np.savez(tmp / "micro_in.npz", **{f"input_{i}": f for i, f in enumerate(feeds)})
         micro = run_worker(python, "micro", timeout, model=path, inputs=tmp / "micro_in.npz",
                            outputs=tmp / "micro_out.npz")
@@ -113,6 +105,25 @@ def export_tflite(cfg: DictConfig, module: GazeModule, out_dir: Path) -> dict[st
         steps = np.abs(micro_out.astype(np.int32) - reference.astype(np.int32))
         result["tflite/micro/max_steps_from_litert_reference"] = int(steps.max())
     return result
+
+
+def convert_net(float_net: nn.Module, arrays: dict[str, np.ndarray], path: Path,
+                python: Path, timeout_s: float, metadata: dict[str, str]) -> dict[str, Any]:
+    """``float_net`` to a full-integer ``.tflite`` at ``path``: ``torch.export`` of its
+    :class:`LiteRTGraph` at batch 1, then PT2E calibration on ``arrays`` (each input, NHWC,
+    batch first) and conversion in the LiteRT environment; the converter's report."""
+    keys = tuple(float_net.input_keys)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tinytracker-tflite-") as tmp_name:
+        tmp = Path(tmp_name)
+        program = torch.export.export(LiteRTGraph(float_net.eval()), (),
+                                      {k: torch.from_numpy(arrays[k][:1]) for k in keys})
+        torch.export.save(program, tmp / "model.pt2")
+        np.savez(tmp / "calibration.npz", **arrays)
+        (tmp / "metadata.json").write_text(json.dumps(metadata))
+        return run_worker(python, "convert", timeout_s, program=tmp / "model.pt2",
+                          calibration=tmp / "calibration.npz", metadata=tmp / "metadata.json",
+                          out=path)
 
 
 def tflite_metadata(keys: tuple[str, ...], input_spec: dict[str, Any],
