@@ -1,5 +1,6 @@
 # tinytracker training image: the pinned stack of pyproject.toml installed by the README's install
-# command (.venv/ with the package, editable, and .venv-imx500/ with Sony's IMX500 converter).
+# command (.venv/ with the package, editable, .venv-imx500/ with Sony's IMX500 converter and
+# .venv-litert/ with Google's LiteRT converter and TFLite Micro).
 #
 # CUDA: the torch and torchvision wheels from PyPI (x86_64) bring the CUDA runtime, cuDNN and NCCL
 # as nvidia-* wheels (torch 2.14.1 from PyPI is built for CUDA 13.0: NVIDIA driver >= 580), so any
@@ -24,7 +25,7 @@ COPY tinytracker ./tinytracker
 COPY sweeps ./sweeps
 
 # The README's install command (tests/test_repo.py keeps the two equal).
-RUN python3.11 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pip install --no-deps sweeps==0.3.0 && python3.11 -m venv .venv-imx500 && .venv-imx500/bin/pip install 'imx500-converter[pt]==3.19.2'
+RUN python3.11 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pip install --no-deps sweeps==0.3.0 && python3.11 -m venv .venv-imx500 && .venv-imx500/bin/pip install 'imx500-converter[pt]==3.19.2' && python3.11 -m venv .venv-litert && .venv-litert/bin/pip install 'torch==2.13.0' 'litert-torch==0.10.0' 'tflite-micro==0.dev20261023182759'
 
 # Runs write outputs/ (and multirun/ for -m sweeps) under the working directory; datasets are
 # generated or prepared into $TINYTRACKER_CACHE_DIR. Mount volumes there to keep them.

@@ -101,6 +101,7 @@ ctr=$(bh from --pull=never "$IMAGE"); CONTAINERS+=("$ctr")
 bh run "$ctr" -- python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'cuDNN', torch.backends.cudnn.version())"
 bh run "$ctr" -- python -c "import cv2, onnxruntime, ai_edge_litert.interpreter, brevitas, model_compression_toolkit, wandb; print('imports ok: opencv', cv2.__version__, 'onnxruntime', onnxruntime.__version__)"
 bh run "$ctr" -- .venv-imx500/bin/imxconv-pt --version
+bh run "$ctr" -- .venv-litert/bin/python -c "import importlib.metadata as m; print('litert-torch', m.version('litert-torch'), 'tflite-micro', m.version('tflite-micro'))"
 start=$(date +%s)
 # One shell, so the run's directory (under the image's outputs volume) is still there to read.
 bh run "$ctr" -- sh -c '"$@" && for m in outputs/train/*/metrics.json; do

@@ -79,6 +79,19 @@ def imx500_converter() -> Path:
 
 
 @pytest.fixture(scope="session")
+def litert_python() -> Path:
+    """The LiteRT environment's python (``find_litert_python``: litert-torch and TFLite
+    Micro), or ``missing_install`` saying how to make it."""
+    from tinytracker.export.errors import ExportError
+    from tinytracker.export.litert_env import find_litert_python
+
+    try:
+        return find_litert_python()
+    except ExportError as err:
+        missing_install(f"the LiteRT environment is not installed: {err}")
+
+
+@pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     """One dataset cache per test session, so tests never touch the user's cache."""
     path = tmp_path_factory.mktemp("tinytracker-cache")

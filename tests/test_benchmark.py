@@ -51,6 +51,7 @@ def test_benchmark_writes_every_figure(tmp_path, cache_dir):
         assert results["latency/tinytracker_s/input"] == "96x96x1, batch 1"
     else:
         assert "not found" in results["latency/tinytracker_s/tflite/skipped"]
+    _check_tflite_ours(results)
     assert results["e2e/error_over_mean_predictor"] == pytest.approx(
         results["e2e/test_error_cm"] / results["e2e/mean_predictor_error_cm"])
     assert results["target_met/e2e/error_over_mean_predictor"] is (
@@ -67,3 +68,27 @@ def test_benchmark_never_overwrites_results(tmp_path):
         main([f"out={out}"])
     assert err.value.code != 0
     assert out.read_text() == "{}"
+
+
+def _check_tflite_ours(results: dict) -> None:
+    """Our .tflite beside the authors' in LiteRT, or the reason it was not measured."""
+    from tinytracker.export.errors import ExportError
+    from tinytracker.export.litert_env import find_litert_python
+
+    try:
+        find_litert_python()
+    except ExportError:
+        assert "not found" in results["latency/tflite_ours/skipped"]
+        return
+    for root in ("latency", "latency/tinytracker_s"):
+        for t in (1, 2):
+            assert results[f"{root}/tflite_ours/threads{t}/p50_ms"] > 0, (root, t)
+            assert results[f"{root}/tflite_ours/threads{t}/p90_ms"] >= \
+                results[f"{root}/tflite_ours/threads{t}/p50_ms"]
+            if f"{root}/tflite/threads{t}/p50_ms" in results:  # the authors' file was there
+                assert results[f"{root}/tflite_ours_over_authors/threads{t}"] == pytest.approx(
+                    results[f"{root}/tflite_ours/threads{t}/p50_ms"]
+                    / results[f"{root}/tflite/threads{t}/p50_ms"])
+                assert results[f"target_met/{root}/tflite_ours/threads{t}/p50_ms"] in (True,
+                                                                                      False)
+

@@ -144,8 +144,9 @@ def test_quantized_checkpoint_where_float_is_required_is_refused(tmp_path, qat_s
 
 
 def test_unknown_format_is_refused(tmp_path, qat_short):
-    with pytest.raises(ExportError, match=r"format must be one of \('onnx', 'imx500'\)"):
-        _export_in_process(tmp_path, f"ckpt_path={qat_short['checkpoint']}", "format=tflite")
+    with pytest.raises(ExportError,
+                       match=r"format must be one of \('onnx', 'imx500', 'tflite'\)"):
+        _export_in_process(tmp_path, f"ckpt_path={qat_short['checkpoint']}", "format=coreml")
     assert not (tmp_path / "export.json").exists()
 
 

@@ -7,7 +7,9 @@ Measures, in one run on this machine, and prints as a table (``--help`` lists th
 2. batch-1 inference latency on 1 and 2 threads: our INT8 ONNX TinyTracker in ONNX Runtime,
    our float model in PyTorch, the authors' ``TinyTracker.tflite`` in LiteRT (target: ONNX p50
    <= TFLite p50); the same for TinyTrackerS against ``TinyTrackerS.tflite``
-   (``latency/tinytracker_s/...``);
+   (``latency/tinytracker_s/...``); and our nets as ``format=tflite`` writes them, in the same
+   LiteRT as the authors' files (``.../tflite_ours/...``, target: p50 <= the authors'; skipped
+   with the reason when the LiteRT environment is absent);
 3. data loading samples/s per core (JPEG path; the packed path where it exists), against the
    training step's consumption;
 4. the default ``python -m tinytracker.train`` end to end from a cold cache, by stage.
@@ -32,11 +34,12 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
 from tinytracker.benchmark.e2e import default_run
-from tinytracker.benchmark.latency import int8_onnx, latency_suite, tflite_input_size
+from tinytracker.benchmark.latency import int8_onnx, int8_tflite, latency_suite, tflite_input_size
 from tinytracker.benchmark.loading import loading_figures
 from tinytracker.benchmark.training import training_overhead
 from tinytracker.cli import parse_args
 from tinytracker.config import register_resolvers
+from tinytracker.export.errors import ExportError
 from tinytracker.locations import anchors_dir
 
 log = logging.getLogger("tinytracker.benchmark")
@@ -57,6 +60,7 @@ class BenchmarkArgs:
     data_samples: int = 512          # samples per data loading repeat (in training batches)
     tflite: str = str(DEFAULT_TFLITE)  # authors' model; skipped with a reason when absent
     tflite_s: str = str(DEFAULT_TFLITE_S)  # authors' TinyTrackerS ("": not measured)
+    tflite_ours: bool = True         # our .tflite (format=tflite) in LiteRT; needs .venv-litert
     e2e: bool = True                 # run the default training end to end (most of the time)
     overrides: list[str] = field(default_factory=list)  # Hydra overrides of conf/train.yaml
     e2e_overrides: list[str] = field(default_factory=list)  # for checks only: not the default
@@ -163,8 +167,15 @@ def _latency(net_cls, tflite_arg: str, default: tuple[int, int], root: str, work
              for _ in range(4)]
     onnx_path = int8_onnx(net, calib, work / f"{root.replace('/', '_')}_int8.onnx")
     out[f"{root}/input"] = f"{size}x{size}x{channels}, batch 1"
+    ours = None
+    if args.tflite_ours:
+        try:
+            log.info("latency: converting our %s to .tflite (format=tflite)", net_cls.__name__)
+            ours = int8_tflite(net, calib, work / f"{root.replace('/', '_')}_int8.tflite")
+        except ExportError as err:  # the LiteRT environment is absent: say so, measure the rest
+            out[f"{root}/tflite_ours/skipped"] = str(err).split(". Create")[0]
     out.update(latency_suite(net, onnx_path, tflite, list(args.threads), args.latency_warmup,
-                             args.latency_runs, log.info, root))
+                             args.latency_runs, log.info, root, ours))
     return out
 
 
@@ -197,6 +208,11 @@ TARGETS = (
     ("latency/tinytracker_s/onnx_int8/threads2/p50_ms", "<= tflite threads2",
      lambda r: r["latency/tinytracker_s/onnx_int8/threads2/p50_ms"]
      <= r["latency/tinytracker_s/tflite/threads2/p50_ms"]),
+    # issue 18: our full-INT8 .tflite against the authors' files, in the same LiteRT
+    *((f"{root}/tflite_ours/threads{t}/p50_ms", f"<= tflite threads{t}",
+       lambda r, root=root, t=t: r[f"{root}/tflite_ours/threads{t}/p50_ms"]
+       <= r[f"{root}/tflite/threads{t}/p50_ms"])
+      for root in ("latency", "latency/tinytracker_s") for t in (1, 2)),
     ("data/jpeg/cores_to_feed_training", "< 1 (one core feeds training)",
      lambda r: r["data/jpeg/cores_to_feed_training"] < 1),
     ("data/packed_over_jpeg", ">= 5 (no augmentation)",

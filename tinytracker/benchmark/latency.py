@@ -1,5 +1,6 @@
 """Batch-1 inference latency: our INT8 ONNX model in ONNX Runtime, our float model in PyTorch,
-and the authors' ``TinyTracker.tflite`` in LiteRT, on the same machine in the same run.
+our full-INT8 ``.tflite`` (``format=tflite``) and the authors' ``TinyTracker.tflite`` in LiteRT,
+on the same machine in the same run.
 
 Our models are built at the released file's input (128x128, RGB + 2 grid-embedding channels
 for TinyTracker), so all three run the same architecture on the same input size. Weights do
@@ -74,22 +75,26 @@ def torch_latency(net: torch.nn.Module, inputs: tuple[torch.Tensor, ...], thread
 
 
 def tflite_latency(path: Path, threads: int, warmup: int, runs: int,
-                   root: str = "latency") -> dict[str, float]:
+                   root: str = "latency", name: str = "tflite") -> dict[str, float]:
+    """LiteRT (XNNPACK) on ``threads``: every input set, then ``invoke``, per call."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
     interpreter.allocate_tensors()
-    inp = interpreter.get_input_details()[0]
     rng = np.random.default_rng(0)
-    info = np.iinfo(inp["dtype"]) if np.issubdtype(inp["dtype"], np.integer) else None
-    x = (rng.integers(info.min, info.max + 1, inp["shape"], dtype=inp["dtype"]) if info
-         else rng.standard_normal(inp["shape"]).astype(inp["dtype"]))
+    feeds = []
+    for inp in interpreter.get_input_details():
+        info = np.iinfo(inp["dtype"]) if np.issubdtype(inp["dtype"], np.integer) else None
+        feeds.append((inp["index"], rng.integers(info.min, info.max + 1, inp["shape"],
+                                                 dtype=inp["dtype"]) if info
+                      else rng.standard_normal(inp["shape"]).astype(inp["dtype"])))
 
     def run() -> None:
-        interpreter.set_tensor(inp["index"], x)
+        for index, x in feeds:
+            interpreter.set_tensor(index, x)
         interpreter.invoke()
 
-    return _stats(latencies_s(run, warmup, runs), f"{root}/tflite/threads{threads}")
+    return _stats(latencies_s(run, warmup, runs), f"{root}/{name}/threads{threads}")
 
 
 def tflite_input_size(path: Path) -> tuple[int, int]:
@@ -111,10 +116,27 @@ def int8_onnx(float_net: torch.nn.Module, batches: list[tuple[torch.Tensor, ...]
     return export_onnx(qnet, path)
 
 
+def int8_tflite(float_net: torch.nn.Module, batches: list[tuple[torch.Tensor, ...]],
+                path: Path) -> Path:
+    """``float_net`` as ``format=tflite`` converts it (full int8, PT2E calibrated on
+    ``batches``) in the LiteRT environment; raises ``ExportError`` when that is absent."""
+    from tinytracker.export.litert_env import find_litert_python
+    from tinytracker.export.tflite import convert_net, nhwc
+
+    python = find_litert_python()
+    keys = tuple(float_net.input_keys)
+    arrays = {k: np.concatenate([nhwc(b[i]) for b in batches]) for i, k in enumerate(keys)}
+    convert_net(float_net, arrays, path, python, timeout_s=1800, metadata={})
+    return path
+
+
 def latency_suite(float_net: torch.nn.Module, onnx_path: Path, tflite_path: Path | None,
                   threads: list[int], warmup: int, runs: int,
-                  log: Callable[[str], None], root: str = "latency") -> dict[str, Any]:
-    """Every figure of one model, keyed ``<root>/{onnx_int8,torch_fp32,tflite}/threads<t>/...``."""
+                  log: Callable[[str], None], root: str = "latency",
+                  ours_tflite: Path | None = None) -> dict[str, Any]:
+    """Every figure of one model, keyed ``<root>/{onnx_int8,torch_fp32,tflite,tflite_ours}/
+    threads<t>/...`` (``tflite``: the authors' file; ``tflite_ours``: ``ours_tflite``, our net
+    as ``format=tflite`` writes it, in the same LiteRT)."""
     keys = tuple(float_net.input_keys)
     rng = np.random.default_rng(0)
     feed = {k: rng.standard_normal((1, *float_net.input_shapes[k])).astype(np.float32)
@@ -130,4 +152,11 @@ def latency_suite(float_net: torch.nn.Module, onnx_path: Path, tflite_path: Path
         if tflite_path is not None:
             log(f"latency, {name}, {t} thread(s): LiteRT {tflite_path.name}")
             out.update(tflite_latency(tflite_path, t, warmup, runs, root))
+        if ours_tflite is not None:
+            log(f"latency, {name}, {t} thread(s): LiteRT, ours ({ours_tflite.name})")
+            out.update(tflite_latency(ours_tflite, t, warmup, runs, root, "tflite_ours"))
+        if tflite_path is not None and ours_tflite is not None:
+            out[f"{root}/tflite_ours_over_authors/threads{t}"] = (
+                out[f"{root}/tflite_ours/threads{t}/p50_ms"]
+                / out[f"{root}/tflite/threads{t}/p50_ms"])
     return out

@@ -9,6 +9,10 @@ report, ``imx500/deploy.json`` (and the host head ``imx500/head.npz`` when the n
 and in ``export.json`` the chip memory figures, the test error of the IMX500-bound model and
 that of the emulated camera (``imx500/emulated_test_error_cm``). A two-input checkpoint is
 refused, naming the deployable ``model.position`` choices.
+``format=tflite`` writes ``model.tflite``, a full-integer LiteRT file of the whole net (int8
+inputs and output, the input spec in its metadata) made by ``litert-torch`` in its own
+environment (:mod:`tinytracker.export.tflite`), and in ``export.json`` its test error in LiteRT
+and in TFLite Micro next to the checkpoint's, and the TFLite Micro arena it needs.
 The data is built from the data config (``data=...``) with the checkpoint's input
 preprocessing (:func:`tinytracker.assemble.checkpoint_data`), as ``tinytracker.evaluate``
 does. When the checkpoint's W&B run is known, the numbers and the exported file are added to
@@ -35,6 +39,7 @@ from tinytracker.data.processed import check_split
 from tinytracker.export.errors import ExportError
 from tinytracker.export.imx500 import check_fit, export_imx500
 from tinytracker.export.onnx import export_onnx, predict_both
+from tinytracker.export.tflite import export_tflite
 from tinytracker.models.checkpoint import CheckpointError, load_checkpoint, module_from_checkpoint
 from tinytracker.models.module import GazeModule
 from tinytracker.onnx_runner import FEATURES_NAME, ORT_OPTIMIZATION, OUTPUT_NAME, ort_session
@@ -45,7 +50,7 @@ log = logging.getLogger(__name__)
 register_resolvers()
 
 # what an export writes into out_dir; an out_dir holding any of them needs overwrite=true
-OUTPUTS = ("export.json", "model.onnx", "imx500")
+OUTPUTS = ("export.json", "model.onnx", "imx500", "model.tflite")
 
 def export(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Export as configured; returns what is written to ``export.json``."""
@@ -101,6 +106,7 @@ def export_onnx_format(cfg: DictConfig, module: GazeModule, out_dir: Path) -> di
 FORMATS: dict[str, Callable[[DictConfig, GazeModule, Path], dict[str, Any]]] = {
     "onnx": export_onnx_format,
     "imx500": export_imx500,
+    "tflite": export_tflite,
 }
 
 

@@ -67,9 +67,9 @@ class LateHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features, box = x[:, :self.feature_dim], x[:, self.feature_dim:]
-        b = box * 2 - 1
+        b = box * 2.0 - 1.0  # float constants: torch.export lifts ints as int64 tensors
         gamma, beta = self.film(b).chunk(2, dim=1)
-        return self.mlp(torch.cat((features * (1 + gamma) + beta, b), dim=1))
+        return self.mlp(torch.cat((features * (1.0 + gamma) + beta, b), dim=1))
 
 
 def resolve_position(position: str | None, grid_embedding: bool) -> str:
