@@ -4,8 +4,9 @@
    QAT had it, and its float host head) is taken whole: for ``model.position=late`` the file
    computes the sensor part *and* the head, so it takes ``face`` and ``face_box`` (a CPU or a
    microcontroller has no sensor/host split; the head arranged for int8 by
-   :mod:`tinytracker.export.litert_graph`); two-input nets (``face`` + ``grid_embedding``)
-   export the same way. Image inputs are NHWC, as LiteRT, cameras and the authors' files;
+   :mod:`tinytracker.export.litert_graph`); nets that stack ``face`` and ``grid_embedding``
+   take them stacked on channels, as one input ``face_and_grid_embedding``, as the authors'
+   files do. Image inputs are NHWC, as LiteRT, cameras and the authors' files;
 2. ``torch.export`` writes that program, and the LiteRT environment (``.venv-litert``,
    :mod:`tinytracker.export.litert_env`) quantizes it with ``litert-torch``'s PT2E flow
    (int8 per-channel symmetric weights, int8 activations) calibrated on
@@ -37,7 +38,7 @@ from tinytracker.data.spec import ONNX_METADATA_KEY
 from tinytracker.export.errors import ExportError
 from tinytracker.export.imx500 import calibration_batches
 from tinytracker.export.litert_env import find_litert_python, run_worker
-from tinytracker.export.litert_graph import LiteRTGraph
+from tinytracker.export.litert_graph import LiteRTGraph, file_arrays, file_keys
 from tinytracker.export.onnx import PREPROCESSING
 from tinytracker.models.module import GazeModule
 from tinytracker.onnx_runner import OUTPUT_NAME
@@ -46,7 +47,8 @@ from tinytracker.quant.checkpoints import is_quantized_net
 log = logging.getLogger(__name__)
 
 FILE_NAME = "model.tflite"
-LAYOUT_DOC = ("image inputs (face, grid_embedding, frame) are NHWC; every input is int8: "
+LAYOUT_DOC = ("image inputs (face, frame) are NHWC; face_and_grid_embedding: the face's "
+              "channels, then the 2 grid-embedding channels, NHWC; every input is int8: "
               "q = clip(round(value / scale) + zero_point, -128, 127) with the input tensor's "
               "quantization parameters, value as in tinytracker.preprocessing")
 OUTPUT_DOC = ("gaze_cm: (1, 2) int8, the gaze point (XCam, YCam) in cm = scale * (q - "
@@ -76,9 +78,11 @@ def export_tflite(cfg: DictConfig, module: GazeModule, out_dir: Path) -> dict[st
         raise ExportError(f"tflite.calibration_images must be >= 1, got {images}")
     python = find_litert_python(settings.get("python"))  # before any work: says how to make it
     float_net = float_net_of(module.net, module.hparams["net"]).eval()
-    keys = tuple(float_net.input_keys)
-    calibration = calibration_batches(cfg, module, images, keys)
-    arrays = {k: np.concatenate([nhwc(b[i]) for b in calibration]) for i, k in enumerate(keys)}
+    fields = tuple(float_net.input_keys)
+    keys = file_keys(float_net)
+    calibration = calibration_batches(cfg, module, images, fields)
+    arrays = file_arrays(float_net, {k: np.concatenate([nhwc(b[i]) for b in calibration])
+                                     for i, k in enumerate(fields)})
     path = out_dir / FILE_NAME
     timeout = float(settings.timeout_s)
     spec = dict(module.hparams.get("input_spec") or {})
@@ -86,8 +90,11 @@ def export_tflite(cfg: DictConfig, module: GazeModule, out_dir: Path) -> dict[st
     evaluate = bool(cfg.evaluate)
     converted = convert_net(float_net, arrays, path, python, timeout,
                             tflite_metadata(keys, spec, quantized_ckpt))
-    frames = (collect_split(cfg, module, float_net) if evaluate
-              else {"inputs": {k: arrays[k][:1] for k in keys}})
+    if evaluate:
+        frames = collect_split(cfg, module, float_net)
+        frames["inputs"] = file_arrays(float_net, frames["inputs"])
+    else:
+        frames = {"inputs": {k: arrays[k][:1] for k in keys}}
     feeds = quantize_inputs(frames["inputs"], converted["inputs"], keys)
     with tempfile.TemporaryDirectory(prefix="tinytracker-tflite-") as tmp_name:
         tmp = Path(tmp_name)
@@ -111,8 +118,9 @@ def convert_net(float_net: nn.Module, arrays: dict[str, np.ndarray], path: Path,
                 python: Path, timeout_s: float, metadata: dict[str, str]) -> dict[str, Any]:
     """``float_net`` to a full-integer ``.tflite`` at ``path``: ``torch.export`` of its
     :class:`LiteRTGraph` at batch 1, then PT2E calibration on ``arrays`` (each input, NHWC,
-    batch first) and conversion in the LiteRT environment; the converter's report."""
-    keys = tuple(float_net.input_keys)
+    batch first, by :func:`file_keys`) and conversion in the LiteRT environment; the
+    converter's report."""
+    keys = file_keys(float_net)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tinytracker-tflite-") as tmp_name:
         tmp = Path(tmp_name)

@@ -241,11 +241,16 @@ class GazeRegressor(nn.Module):
             feats = self.features(face)
             return self.head(torch.cat((self.dropout(feats), face_box), dim=1)), feats
         feats = self.features(*inputs)
+        return self.gaze_from_features(feats), feats
+
+    def gaze_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """Gaze ``(B, 2)`` cm from the penultimate features, for every position but ``late``
+        (whose head also reads the face box)."""
         out = self.head(self.dropout(feats))
         if self.output_activation == "tanh":
             # Authors' scheme: bounded output, times a fixed range (30 cm TinyTracker, 10 cm S)
             out = torch.tanh(out) * self.output_scale_cm
-        return out, feats
+        return out
 
     def forward(self, *inputs: torch.Tensor | None) -> torch.Tensor:
         """The ``input_keys`` fields -> gaze ``(B, 2)`` cm: ``face (B, in_channels, S, S)``
