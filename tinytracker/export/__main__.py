@@ -29,6 +29,7 @@ from typing import Any
 
 import hydra
 import numpy as np
+from lightning.pytorch import seed_everything
 from omegaconf import DictConfig
 
 from tinytracker.assemble import checkpoint_data
@@ -67,6 +68,9 @@ def export(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                      hint="Quantized checkpoints come from +experiment=qat runs; pass "
                           "quantized=null to export whatever the checkpoint holds.")
     module = module_from_checkpoint(cfg.ckpt_path)
+    # the calibration images are the first of the shuffled training loader: the same images,
+    # and so the same file, for the same seed
+    seed_everything(int(cfg.seed), verbose=False)
     result: dict[str, Any] = {
         "format": cfg.format,
         "checkpoint": str(cfg.ckpt_path),
