@@ -174,6 +174,11 @@ def test_tinytracker_s_with_its_grid_embedding_stacked_runs_in_tflite_micro(tmp_
     _check_export(result, tiny_s_ckpt, out, ["face_and_grid_embedding"], [[1, 96, 96, 3]])
     # TinyTrackerS is about a fifth of TinyTracker: so are its file and arena
     assert result["size_bytes"] < 250_000
+    # the calibration images follow the export's seed: exporting again writes the same file
+    again = tmp_path / "again"
+    _export_in_process(again, f"ckpt_path={tiny_s_ckpt['checkpoint']}", "format=tflite",
+                       CALIBRATION, "evaluate=false")
+    assert (again / "model.tflite").read_bytes() == (out / "model.tflite").read_bytes()
 
 
 @pytest.mark.slow
