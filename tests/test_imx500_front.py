@@ -20,6 +20,7 @@ def _export(folder: Path, memory_bytes: int, error_cm: float, budget: int | None
         "format": fmt, "checkpoint": "/runs/a/last.ckpt",
         "imx500/memory_usage_bytes": memory_bytes, "imx500/emulated_test_error_cm": error_cm,
         "imx500/weights_memory_budget_bytes": budget, "imx500/gptq": gptq,
+        "imx500/mct_weights_memory_8bit_bytes": 418_705,
         "imx500/weights_by_bits": {"8": 100, "4": 20}, "test/error_cm": error_cm - 0.01}))
 
 
@@ -30,7 +31,7 @@ def test_front_knee_is_the_smallest_export_within_the_tolerance(tmp_path):
     _export(exports / "2", 520_000, 1.210, budget=293_000)   # within 0.05, dominated by 5
     _export(exports / "3", 450_000, 1.400, budget=230_000)   # on the front, too far
     _export(exports / "4", 610_000, 1.300, budget=350_000)   # dominated by 1
-    _export(exports / "5", 520_000, 1.190, budget=293_000, gptq=True)  # GPTQ: the knee
+    _export(exports / "5", 520_000, 1.190, budget=293_094, gptq=True)  # GPTQ: the knee
     _export(exports / "6", 10, 0.1, fmt="onnx")              # another format: not a point
     proc = run_module("tinytracker.report.imx500_front", f"exports={exports}",
                       f"out_dir={tmp_path / 'front'}")
@@ -41,9 +42,9 @@ def test_front_knee_is_the_smallest_export_within_the_tolerance(tmp_path):
     assert front["reference"] == by_dir["0"]  # the largest export without GPTQ
     assert sorted(front["front"]) == sorted(by_dir[d] for d in ("0", "1", "5", "3"))
     assert front["knee"] == by_dir["5"]  # 520,000 B, 1.190 cm: within 0.05 of 1.170
-    assert names[by_dir["5"]] == "286 KB GPTQ" and names[by_dir["0"]] == "8-bit"
+    assert names[by_dir["5"]] == "70% (286 KB) GPTQ" and names[by_dir["0"]] == "8-bit"
     md = (tmp_path / "front" / "front.md").read_text()
-    assert "| 286 KB GPTQ | 520,000 | 76.5% |" in md and "| knee |" in md
+    assert "| 70% (286 KB) GPTQ | 520,000 | 76.5% |" in md and "| knee |" in md
     assert (tmp_path / "front" / "front.png").stat().st_size > 10_000
     assert "front.md" in proc.stdout
 

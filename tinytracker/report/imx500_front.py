@@ -83,7 +83,7 @@ def load_points(folder: Path, cfg: FrontConfig, notes: list[str]) -> list[FrontP
             continue
         budget = data.get("imx500/weights_memory_budget_bytes")
         gptq = bool(data.get("imx500/gptq", False))
-        name = ("8-bit" if budget is None else f"{budget / KB:.0f} KB") + (" GPTQ" if gptq else "")
+        name = _name(budget, data.get("imx500/mct_weights_memory_8bit_bytes"), gptq)
         points.append(FrontPoint(name, str(path.parent), int(size), float(error), gptq, budget,
                                  _numbers(data)))
     checkpoints = {json.loads(Path(p.path, "export.json").read_text()).get("checkpoint")
@@ -91,6 +91,17 @@ def load_points(folder: Path, cfg: FrontConfig, notes: list[str]) -> list[FrontP
     if len(checkpoints) > 1:
         notes.append(f"the exports come from {len(checkpoints)} checkpoints: {sorted(checkpoints)}")
     return points
+
+
+def _name(budget: int | None, eight_bit: int | None, gptq: bool) -> str:
+    """``8-bit``, or the budget as a share of the 8-bit weights memory and in KB; `` GPTQ``."""
+    if budget is None:
+        name = "8-bit"
+    elif eight_bit:
+        name = f"{budget / eight_bit:.0%} ({budget / KB:.0f} KB)"
+    else:
+        name = f"{budget / KB:.0f} KB"
+    return name + (" GPTQ" if gptq else "")
 
 
 def _numbers(data: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +155,7 @@ def markdown(points: list[FrontPoint], front: list[int], ref: int, best: int,
              f"report). Knee: the smallest front point within {cfg.tolerance_cm} cm of "
              f"{base.name} ({base.error_cm:.3f} cm).", "",
              "| budget | chip memory (B) | vs reference | MCT weights (B) | weights at 8/4/2 bits "
-             "| MCT error (cm) | emulated error (cm) | vs reference (cm) | front | export |",
+             "| MCT model (cm) | emulated camera (cm) | vs reference (cm) | front | export |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for i in sorted(range(len(points)), key=lambda i: -points[i].size_bytes):
         p = points[i]
