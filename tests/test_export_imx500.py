@@ -160,9 +160,19 @@ def late_run(tmp_path_factory, cache_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def late_export(tmp_path_factory, late_run, imx500_converter) -> Path:
+    """The 8-bit format=imx500 export of ``late_run`` (the default position): its folder."""
+    out = tmp_path_factory.mktemp("late-export") / "8bit"
+    ckpt = read_metrics(late_run)["checkpoint"]
+    run_module("tinytracker.export", f"ckpt_path={ckpt}", "format=imx500", f"out_dir={out}",
+               "imx500.calibration_images=32", *EVAL_DATA, env=ONE_THREAD)
+    return out
+
+
 @pytest.mark.slow
 @needs_converter
-def test_late_model_exports_sensor_graph_and_head_that_reproduce_pytorch(tmp_path, late_run):
+def test_late_model_exports_sensor_graph_and_head_that_reproduce_pytorch(late_run, late_export):
     """position=late: one sensor input, features out, the numpy head file next to deploy.json;
     head(ORT sensor graph) is the PyTorch model on test frames, and the emulated camera is
     within the paper's budget of the float model."""
@@ -173,9 +183,7 @@ def test_late_model_exports_sensor_graph_and_head_that_reproduce_pytorch(tmp_pat
     from tinytracker.models.checkpoint import module_from_checkpoint
 
     ckpt = read_metrics(late_run)["checkpoint"]
-    out = tmp_path / "export"
-    run_module("tinytracker.export", f"ckpt_path={ckpt}", "format=imx500", f"out_dir={out}",
-               "imx500.calibration_images=32", *EVAL_DATA, env=ONE_THREAD)
+    out = late_export
     result = json.loads((out / "export.json").read_text())
     net = ET.parse(result["imx500/dnn_params"]).getroot().find("networks/network")
     px = _face_px(ckpt)
@@ -538,3 +546,167 @@ def test_camera_frames_are_the_test_splits_frames_and_the_roi_sees_its_face(cach
     assert max(diffs) < 0.06, max(diffs)
     other = np.abs(faces[0] - faces[1:]).mean(axis=(1, 2, 3))
     assert other.min() > 3 * max(diffs), (other.min(), max(diffs))
+
+
+# ------------------------------------------------------------- mixed precision and GPTQ
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@needs_converter
+def test_mixed_precision_export_uses_less_chip_memory_than_8_bits(tmp_path, late_run,
+                                                                  late_export):
+    """imx500.weights_memory_fraction: MCT moves some layers below 8 bits, the real converter
+    takes the mixed-precision graph and reports less memory than for the 8-bit export of the
+    same checkpoint, and the emulated camera still runs (4/2-bit weights in ONNX Runtime)."""
+    from tinytracker.report.imx500_front import main as front_main
+
+    ckpt = read_metrics(late_run)["checkpoint"]
+    out = tmp_path / "mp" / "export"
+    run_module("tinytracker.export", f"ckpt_path={ckpt}", "format=imx500", f"out_dir={out}",
+               "imx500.calibration_images=32", "imx500.weights_memory_fraction=0.5",
+               *EVAL_DATA, env=ONE_THREAD)
+    mixed = json.loads((out / "export.json").read_text())
+    eight = json.loads((late_export / "export.json").read_text())
+
+    bits = mixed["imx500/weight_bits"]
+    assert set(bits) == set(eight["imx500/weight_bits"]) and len(bits) > 20
+    assert set(eight["imx500/weight_bits"].values()) == {8}
+    assert min(bits.values()) < 8 and set(bits.values()) <= {2, 4, 8}
+    by_bits = mixed["imx500/weights_by_bits"]
+    assert sum(by_bits.values()) == sum(eight["imx500/weights_by_bits"].values())
+    # MCT's own accounting: the budget is half of the 8-bit weights memory, and it is met
+    eight_bytes = mixed["imx500/mct_weights_memory_8bit_bytes"]
+    assert eight_bytes == eight["imx500/mct_weights_memory_bytes"] == sum(by_bits.values())
+    assert mixed["imx500/weights_memory_budget_bytes"] == round(0.5 * eight_bytes)
+    assert mixed["imx500/mct_weights_memory_bytes"] <= mixed["imx500/weights_memory_budget_bytes"]
+    assert eight["imx500/weights_memory_budget_bytes"] is None
+    assert mixed["imx500/gptq"] is False and mixed["imx500/gptq_epochs"] == 0
+
+    # the converter's memory report (read here, not through the export's parser)
+    report = json.loads(Path(mixed["imx500/memory_report"]).read_text())["Memory Report"]
+    assert report["Memory Usage"] == f"{mixed['imx500/memory_usage_bytes']}B"
+    assert mixed["imx500/fit_in_chip"] is True
+    saved = eight["imx500/model_memory_bytes"] - mixed["imx500/model_memory_bytes"]
+    assert mixed["imx500/memory_usage_bytes"] < eight["imx500/memory_usage_bytes"]
+    # about what MCT took off the weights (the converter adds layout, not bits)
+    taken = eight_bytes - mixed["imx500/mct_weights_memory_bytes"]
+    assert 0.5 * taken <= saved <= 1.5 * taken, (saved, taken)
+
+    _check_emulated_camera(mixed)
+    assert abs(mixed["imx500/emulated_test_error_cm"]
+               - eight["imx500/emulated_test_error_cm"]) <= PAPER_QUANT_BUDGET_CM
+
+    # the front over the two exports: the 8-bit one is the reference, both are on it
+    (tmp_path / "mp" / "8bit").mkdir()
+    (tmp_path / "mp" / "8bit" / "export.json").write_text(json.dumps(eight))
+    front_main([f"exports={tmp_path / 'mp'}", f"out_dir={tmp_path / 'front'}"])
+    front = json.loads((tmp_path / "front" / "front.json").read_text())
+    names = [p["name"] for p in front["points"]]
+    assert sorted(names) == sorted(["8-bit", f"50% ({round(0.5 * eight_bytes) / 1024:.0f} KB)"])
+    assert front["points"][front["reference"]]["name"] == "8-bit"
+    assert (tmp_path / "front" / "front.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(("overrides", "named"), [
+    (["imx500.weights_memory_kb=300", "imx500.weights_memory_fraction=0.5"],
+     "imx500.weights_memory_kb=300 and imx500.weights_memory_fraction=0.5 both"),
+    (["imx500.weights_memory_kb=0"], "imx500.weights_memory_kb must be > 0"),
+    (["imx500.weights_memory_kb=-5"], "imx500.weights_memory_kb must be > 0"),
+    (["imx500.weights_memory_fraction=0"], "imx500.weights_memory_fraction must be in (0, 1]"),
+    (["imx500.weights_memory_fraction=1.5"], "imx500.weights_memory_fraction must be in (0, 1]"),
+    (["imx500.gptq=true", "imx500.gptq_epochs=0"], "imx500.gptq_epochs must be >= 1"),
+])
+def test_mixed_precision_settings_are_checked_naming_the_key(overrides, named):
+    from tinytracker.export.imx500 import check_settings
+
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
+        cfg = compose("export", overrides=["ckpt_path=unused", *overrides])
+    with pytest.raises(ExportError) as err:
+        check_settings(cfg.imx500)
+    assert named in str(err.value)
+
+
+def test_default_settings_are_8_bits_without_gptq():
+    from tinytracker.export.imx500 import budget_bytes, check_settings
+    from tinytracker.quant.mct import WeightsMemory
+
+    with initialize_config_module("tinytracker.conf", version_base="1.3"):
+        cfg = compose("export", overrides=["ckpt_path=unused"])
+    check_settings(cfg.imx500)
+    assert cfg.imx500.gptq is False
+    memory = WeightsMemory(eight_bit_bytes=400_000, min_bytes=100_000)
+    assert budget_bytes(cfg.imx500, memory) is None
+    cfg.imx500.weights_memory_fraction = 0.5
+    assert budget_bytes(cfg.imx500, memory) == 200_000
+    cfg.imx500.weights_memory_fraction = 1.0  # the 8-bit net: no search
+    assert budget_bytes(cfg.imx500, memory) is None
+    cfg.imx500.weights_memory_fraction = None
+    cfg.imx500.weights_memory_kb = 150  # 1 KB = 1024 B, as the converter's memory report
+    assert budget_bytes(cfg.imx500, memory) == 150 * 1024
+
+
+@needs_converter
+def test_budget_below_the_lowest_bit_widths_is_refused_before_quantizing(tmp_path,
+                                                                         one_input_checkpoint):
+    with pytest.raises(ExportError) as err:
+        _export_in_process(tmp_path, f"ckpt_path={one_input_checkpoint}", "format=imx500",
+                           "imx500.calibration_images=16", "imx500.weights_memory_kb=1")
+    message = str(err.value)
+    assert "imx500.weights_memory_kb=1 asks MCT for 1,024 B of weights" in message
+    assert "needs at least" in message and "every layer at its lowest bit width" in message
+    assert not (tmp_path / "export.json").exists() and not list(tmp_path.rglob("*.onnx"))
+
+
+class _TwoConvs(nn.Module):
+    """A conv (3*8*9 = 216 weights) and a linear (8*2 = 16 weights) layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, face: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(face)).mean((2, 3)))
+
+
+def test_mct_weights_memory_and_its_reason_for_an_unreachable_budget():
+    """MCT's own figures on a net whose weights are known: 232 weights, 232 B at 8 bits and a
+    quarter at 2; a budget between them is met, one below the minimum fails with MCT's
+    reason (the export turns it into a message naming the key)."""
+    from tinytracker.quant.mct import (
+        BudgetUnreachable,
+        MctOptions,
+        quantize_for_imx500,
+        weight_bits,
+        weights_by_bits,
+        weights_memory,
+    )
+
+    torch.manual_seed(0)
+    net = _TwoConvs().eval()
+    calibration = [(torch.rand(8, 3, 16, 16) * 2 - 1,)]
+    memory = weights_memory(net, calibration)
+    assert (memory.eight_bit_bytes, memory.min_bytes) == (232, 58)
+    quantized = quantize_for_imx500(net, calibration, options=MctOptions(weights_memory_bytes=130))
+    bits = weight_bits(quantized)
+    assert len(bits) == 2 and min(bits.values()) < 8
+    assert sum(b * n for b, n in weights_by_bits(quantized).items()) / 8 <= 130
+    with pytest.raises(BudgetUnreachable, match="cannot be quantized to meet"):
+        quantize_for_imx500(net, calibration, options=MctOptions(weights_memory_bytes=50))
+
+
+def test_gptq_runs_and_its_onnx_runs_in_onnx_runtime(tmp_path):
+    from tinytracker.export.emulation import mct_onnx_session, session_graph
+    from tinytracker.quant.mct import MctOptions, export_mct_onnx, quantize_for_imx500
+
+    torch.manual_seed(0)
+    net = _TwoConvs().eval()
+    calibration = [(torch.rand(8, 3, 16, 16) * 2 - 1,)]
+    plain = quantize_for_imx500(net, calibration)
+    tuned = quantize_for_imx500(net, calibration, options=MctOptions(gptq_epochs=3))
+    x = calibration[0][0]
+    moved = [k for k, v in tuned.state_dict().items()
+             if k.endswith(("weight", "bias")) and not torch.equal(v, plain.state_dict()[k])]
+    assert moved  # GPTQ changed weights' rounding or biases
+    with torch.no_grad():
+        graph = session_graph(mct_onnx_session(export_mct_onnx(tuned, tmp_path / "g.onnx", (x,))))
+        np.testing.assert_allclose(graph(x.numpy()), tuned(x).numpy(), atol=1e-5)

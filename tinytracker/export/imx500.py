@@ -7,7 +7,9 @@ and the numbers.
    grid-embedding design) is refused: the sensor fills one;
 2. MCT quantizes the sensor graph for the IMX500 target (:mod:`tinytracker.quant.mct`),
    calibrated on ``imx500.calibration_images`` training images from the run's own DataModule
-   (no augmentation);
+   (no augmentation): 8-bit weights, or with ``imx500.weights_memory_kb`` /
+   ``imx500.weights_memory_fraction`` 8, 4 or 2 bits per layer as MCT's mixed-precision
+   search picks them under that weights-memory budget; ``imx500.gptq=true`` adds GPTQ;
 3. MCT's ONNX goes through ``imxconv-pt`` (:mod:`tinytracker.export.imxconv`), which writes
    ``packerOut.zip`` (for ``imx500-package`` on the Raspberry Pi), the memory report and
    ``dnnParams.xml``; ``deploy.json`` and the head file (if any) go next to them;
@@ -41,22 +43,22 @@ from tinytracker.export.imxconv import (
 )
 from tinytracker.export.sensor_part import SensorPart, sensor_part, write_camera_files
 from tinytracker.models.module import GazeModule
+from tinytracker.quant.mct import WeightsMemory
 
 log = logging.getLogger(__name__)
 
 ONNX_NAME = "model_imx500.onnx"
 CONVERTER_DIR = "imx500"
+KB = 1024  # imx500.weights_memory_kb: 1 KB = 1024 B, as the converter's memory report
 
 
 def export_imx500(cfg: DictConfig, module: GazeModule, out_dir: Path) -> dict[str, Any]:
     """Quantize, convert, write the camera's files and evaluate; the ``export.json`` entries."""
     from tinytracker.quant.float_weights import float_net_of
-    from tinytracker.quant.mct import export_mct_onnx, quantize_for_imx500
+    from tinytracker.quant.mct import export_mct_onnx
 
     settings = cfg.imx500
-    if int(settings.calibration_images) < 1:
-        raise ExportError(f"imx500.calibration_images must be >= 1, "
-                          f"got {settings.calibration_images}")
+    check_settings(settings)
     float_net = float_net_of(module.net, module.hparams["net"])
     part = sensor_part(float_net, str(cfg.ckpt_path))  # a two-input net stops here
     converter = find_converter(settings.converter)  # before any work: a missing env says how
@@ -65,7 +67,7 @@ def export_imx500(cfg: DictConfig, module: GazeModule, out_dir: Path) -> dict[st
                                       part.input_keys)
 
     t0 = time.perf_counter()
-    quantized = quantize_for_imx500(net, calibration, str(settings.tpc_version))
+    quantized, precision = _quantize(net, calibration, settings)
     mct_s = time.perf_counter() - t0
     onnx_path = export_mct_onnx(quantized, out_dir / ONNX_NAME, calibration[0])
     report = run_converter(converter, onnx_path, out_dir / CONVERTER_DIR,
@@ -81,6 +83,7 @@ def export_imx500(cfg: DictConfig, module: GazeModule, out_dir: Path) -> dict[st
         "imx500/tpc_version": str(settings.tpc_version),
         "imx500/calibration_images": sum(len(b[0]) for b in calibration),
         "imx500/mct_s": mct_s,
+        **precision,
         "imx500/deploy_json": str(manifest_path),
         "imx500/head": None if head is None else str(manifest.head_path(manifest_path)),
         "imx500/output_step": manifest.output.scale,
@@ -97,6 +100,95 @@ def export_imx500(cfg: DictConfig, module: GazeModule, out_dir: Path) -> dict[st
             result["imx500/emulated_minus_float_cm"] = (
                 emulated - result[f"{cfg.split}/error_cm_float_weights"])
     return result
+
+
+def check_settings(settings: DictConfig) -> None:
+    """The ``imx500`` keys that need no model, checked before any work."""
+    if int(settings.calibration_images) < 1:
+        raise ExportError(f"imx500.calibration_images must be >= 1, "
+                          f"got {settings.calibration_images}")
+    kb, fraction = settings.get("weights_memory_kb"), settings.get("weights_memory_fraction")
+    if kb is not None and fraction is not None:
+        raise ExportError(f"imx500.weights_memory_kb={kb} and imx500.weights_memory_fraction="
+                          f"{fraction} both set a mixed-precision budget; set one of them "
+                          "(the other null)")
+    if kb is not None and not float(kb) > 0:
+        raise ExportError(f"imx500.weights_memory_kb must be > 0 (KB of weights, 1 KB = 1024 B), "
+                          f"got {kb}")
+    if fraction is not None and not 0 < float(fraction) <= 1:
+        raise ExportError(f"imx500.weights_memory_fraction must be in (0, 1] (a share of the "
+                          f"8-bit weights memory), got {fraction}")
+    epochs = settings.get("gptq_epochs", 0)
+    if settings.get("gptq", False) and int(epochs) < 1:
+        raise ExportError(f"imx500.gptq_epochs must be >= 1 with imx500.gptq=true, got {epochs}")
+
+
+def budget_bytes(settings: DictConfig, memory: WeightsMemory) -> float | None:
+    """The mixed-precision budget in bytes of MCT's weights memory (None: all 8-bit); one at or
+    above the 8-bit figure needs no search. Below MCT's minimum, an error naming the key."""
+    kb, fraction = settings.get("weights_memory_kb"), settings.get("weights_memory_fraction")
+    if kb is not None:
+        key, budget = f"imx500.weights_memory_kb={kb}", float(kb) * KB
+    elif fraction is not None:
+        key, budget = (f"imx500.weights_memory_fraction={fraction}",
+                       float(fraction) * memory.eight_bit_bytes)
+    else:
+        return None
+    if budget < memory.min_bytes:
+        raise ExportError(
+            f"{key} asks MCT for {budget:,.0f} B of weights, but this network needs at least "
+            f"{memory.min_bytes:,.0f} B (every layer at its lowest bit width; "
+            f"{memory.eight_bit_bytes:,.0f} B at 8 bits). Raise the budget to >= "
+            f"{memory.min_bytes / KB:.1f} KB (fraction >= "
+            f"{memory.min_bytes / memory.eight_bit_bytes:.3f}), or make the network smaller")
+    if budget >= memory.eight_bit_bytes:
+        log.info("%s is at least the 8-bit weights memory (%.0f B): every layer at 8 bits",
+                 key, memory.eight_bit_bytes)
+        return None
+    return budget
+
+
+def _quantize(net: nn.Module, calibration: list[tuple[torch.Tensor, ...]],
+              settings: DictConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """MCT as ``settings`` say (precision, GPTQ); the model and its ``export.json`` entries."""
+    from tinytracker.quant.mct import (
+        BudgetUnreachable,
+        MctOptions,
+        quantize_for_imx500,
+        weight_bits,
+        weights_by_bits,
+        weights_memory,
+    )
+
+    tpc = str(settings.tpc_version)
+    memory = weights_memory(net, calibration, tpc)
+    budget = budget_bytes(settings, memory)
+    gptq = bool(settings.get("gptq", False))
+    options = MctOptions(weights_memory_bytes=budget,
+                         gptq_epochs=int(settings.gptq_epochs) if gptq else 0,
+                         gptq_hessian=gptq and bool(settings.get("gptq_hessian", False)))
+    try:
+        quantized = quantize_for_imx500(net, calibration, tpc, options)
+    except BudgetUnreachable as err:
+        key = ("weights_memory_kb" if settings.get("weights_memory_kb") is not None
+               else "weights_memory_fraction")
+        raise ExportError(f"imx500.{key}={settings.get(key)}: MCT cannot meet the budget of "
+                          f"{budget:,.0f} B: {err}") from err
+    bits = weight_bits(quantized)
+    by_bits = weights_by_bits(quantized)
+    # MCT's weights memory of the chosen assignment: kernel elements x bits / 8
+    chosen = sum(bits_ * count for bits_, count in by_bits.items()) / 8
+    return quantized, {
+        "imx500/weight_bits": bits,
+        "imx500/weights_by_bits": {str(b): n for b, n in by_bits.items()},
+        "imx500/weights_memory_budget_bytes": None if budget is None else round(budget),
+        "imx500/mct_weights_memory_bytes": round(chosen),
+        "imx500/mct_weights_memory_8bit_bytes": round(memory.eight_bit_bytes),
+        "imx500/mct_weights_memory_min_bytes": round(memory.min_bytes),
+        "imx500/gptq": gptq,
+        "imx500/gptq_epochs": options.gptq_epochs,
+        "imx500/gptq_hessian": options.gptq_hessian,
+    }
 
 
 def _mct_ready(sensor: nn.Module, keys: tuple[str, ...]) -> nn.Module:

@@ -8,6 +8,12 @@ per-channel weights, 8-bit power-of-two activation thresholds, batch norm folded
 on real training images. The result is exported as MCT's ONNX (``mct_quantizers`` custom
 ops), the input of Sony's ``imxconv-pt`` converter.
 
+Two of MCT's options on top (:class:`MctOptions`): *mixed precision*, where MCT's IMX500 target
+(TPC 5.0) lets each convolution and linear layer keep its weights at 8, 4 or 2 bits and MCT
+picks the assignment of least sensitivity whose weights memory (its own estimate: weights x
+bits / 8, biases not counted) fits a budget; and *GPTQ*, gradient-based PTQ that fine-tunes the
+weights' rounding against the float model on the calibration images.
+
 The quantized model's output stays in centimetres: MCT quantizes activations with a
 quantize-dequantize pair, so the last activation is an 8-bit grid *in cm* (its step is
 ``2 * threshold / 256``), and the converter records that scale for the camera to dequantize.
@@ -20,6 +26,7 @@ import copy
 import functools
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -133,14 +140,34 @@ def target_platform(tpc_version: str = DEFAULT_TPC_VERSION):
     return get_target_platform_capabilities(tpc_version=str(tpc_version), device_type="imx500")
 
 
-def quantize_for_imx500(net: TraceableGazeNet, calibration: Sequence[Sequence[torch.Tensor]],
-                        tpc_version: str = DEFAULT_TPC_VERSION) -> nn.Module:
-    """MCT post-training quantization of ``net``, calibrated on ``calibration`` batches.
+@dataclass(frozen=True)
+class MctOptions:
+    """How MCT quantizes: ``weights_memory_bytes`` (None: every layer at 8 bits) is the mixed
+    precision budget of MCT's weights memory; ``gptq_epochs`` (0: plain PTQ) runs GPTQ, with
+    MCT's Hessian-weighted sample-layer-attention loss when ``gptq_hessian`` (MCT's default;
+    100 Hessian-estimate iterations per 32 images, minutes on a CPU) or else the plain MSE of
+    the layers' outputs against the float model."""
 
-    Each calibration batch holds the net's inputs in ``input_keys`` order.
-    """
-    import model_compression_toolkit as mct
+    weights_memory_bytes: float | None = None
+    gptq_epochs: int = 0
+    gptq_hessian: bool = False
 
+
+@dataclass(frozen=True)
+class WeightsMemory:
+    """MCT's weights memory of a net on the IMX500 target, in bytes: every layer at its
+    default 8 bits, and every mixed-precision layer at its lowest bit width (2), the least a
+    budget can reach."""
+
+    eight_bit_bytes: float
+    min_bytes: float
+
+
+class BudgetUnreachable(ValueError):
+    """A mixed-precision budget below what MCT can reach (MCT's reason in the message)."""
+
+
+def _representative(calibration: Sequence[Sequence[torch.Tensor]]):
     if not calibration:
         raise ValueError("MCT needs at least one calibration batch")
 
@@ -148,10 +175,107 @@ def quantize_for_imx500(net: TraceableGazeNet, calibration: Sequence[Sequence[to
         for batch in calibration:
             yield [x.float() for x in batch]
 
-    quantized, _ = mct.ptq.pytorch_post_training_quantization(
-        in_module=net.eval(), representative_data_gen=representative,
-        target_platform_capabilities=target_platform(tpc_version))
+    return representative
+
+
+def weights_memory(net: nn.Module, calibration: Sequence[Sequence[torch.Tensor]],
+                   tpc_version: str = DEFAULT_TPC_VERSION) -> WeightsMemory:
+    """MCT's weights memory of ``net`` at 8 bits and at the lowest bit widths (a second or two).
+
+    ``mct.core.pytorch_resource_utilization_data`` gives the 8-bit figure only; the minimum
+    comes from the same calculator on the graph prepared for mixed precision (MCT 2.6's
+    internals, pinned <2.7 in pyproject), as MCT's own search computes it before refusing a
+    budget below it.
+    """
+    import model_compression_toolkit as mct
+    from model_compression_toolkit.core.common.mixed_precision.resource_utilization_tools.\
+        resource_utilization_calculator import (
+            BitwidthMode,
+            ResourceUtilizationCalculator,
+            TargetInclusionCriterion,
+        )
+    from model_compression_toolkit.core.graph_prep_runner import graph_preparation_runner
+    from model_compression_toolkit.core.pytorch.default_framework_info import DEFAULT_PYTORCH_INFO
+    from model_compression_toolkit.core.pytorch.pytorch_implementation import (
+        PytorchImplementation,
+    )
+    from model_compression_toolkit.target_platform_capabilities.targetplatform2framework.\
+        attach2pytorch import AttachTpcToPytorch
+
+    core = mct.core.CoreConfig()
+    fqc = AttachTpcToPytorch().attach(target_platform(tpc_version),
+                                      core.quantization_config.custom_tpc_opset_to_layer)
+    impl = PytorchImplementation()
+    graph = graph_preparation_runner(net.eval(), _representative(calibration),
+                                     core.quantization_config, DEFAULT_PYTORCH_INFO, impl, fqc,
+                                     core.bit_width_config, mixed_precision_enable=True)
+    calculator = ResourceUtilizationCalculator(graph, impl, DEFAULT_PYTORCH_INFO)
+
+    def memory(mode) -> float:
+        return float(calculator.compute_resource_utilization(
+            TargetInclusionCriterion.AnyQuantizedNonFused, mode).weights_memory)
+
+    return WeightsMemory(eight_bit_bytes=memory(BitwidthMode.QMaxBit),
+                         min_bytes=memory(BitwidthMode.QMinBit))
+
+
+def quantize_for_imx500(net: TraceableGazeNet, calibration: Sequence[Sequence[torch.Tensor]],
+                        tpc_version: str = DEFAULT_TPC_VERSION,
+                        options: MctOptions = MctOptions()) -> nn.Module:
+    """MCT post-training quantization of ``net``, calibrated on ``calibration`` batches.
+
+    Each calibration batch holds the net's inputs in ``input_keys`` order. ``options``: mixed
+    precision under a weights-memory budget, GPTQ; a budget MCT cannot reach raises
+    :class:`BudgetUnreachable` with MCT's reason.
+    """
+    import model_compression_toolkit as mct
+
+    representative = _representative(calibration)
+    budget = None
+    if options.weights_memory_bytes is not None:
+        budget = mct.core.ResourceUtilization(weights_memory=float(options.weights_memory_bytes))
+    # A fresh CoreConfig every call: MCT's default argument is one shared instance, and a
+    # mixed-precision run switches mixed precision on in it for every later call.
+    common = {"target_resource_utilization": budget, "core_config": mct.core.CoreConfig(),
+              "target_platform_capabilities": target_platform(tpc_version)}
+    try:
+        if options.gptq_epochs > 0:
+            quantized, _ = mct.gptq.pytorch_gradient_post_training_quantization(
+                net.eval(), representative,
+                gptq_config=mct.gptq.get_pytorch_gptq_config(
+                    n_epochs=options.gptq_epochs,
+                    use_hessian_based_weights=options.gptq_hessian,
+                    use_hessian_sample_attention=options.gptq_hessian),
+                **common)
+        else:
+            quantized, _ = mct.ptq.pytorch_post_training_quantization(
+                in_module=net.eval(), representative_data_gen=representative, **common)
+    except ValueError as err:  # MCT's mixed-precision search: "cannot be quantized to meet"
+        if budget is not None and "resource utilization" in str(err):
+            raise BudgetUnreachable(str(err)) from err
+        raise
     return quantized.eval()
+
+
+def weight_bits(quantized: nn.Module) -> dict[str, int]:
+    """The bit width of each quantized layer's weights (kernel), by MCT's layer name."""
+    from mct_quantizers import PytorchQuantizationWrapper
+
+    bits: dict[str, int] = {}
+    for name, module in quantized.named_modules():
+        if isinstance(module, PytorchQuantizationWrapper) and "weight" in \
+                module.weights_quantizers:
+            bits[name] = int(module.weights_quantizers["weight"].num_bits)
+    return bits
+
+
+def weights_by_bits(quantized: nn.Module) -> dict[int, int]:
+    """How many weights (kernel elements) each bit width holds."""
+    counts: dict[int, int] = {}
+    modules = dict(quantized.named_modules())
+    for name, bits in weight_bits(quantized).items():
+        counts[bits] = counts.get(bits, 0) + int(modules[name].layer.weight.numel())
+    return dict(sorted(counts.items(), reverse=True))
 
 
 @contextlib.contextmanager
