@@ -67,6 +67,35 @@ class SplitLateHead(nn.Module):
         return self.rest(x)
 
 
+class NHWCFlattenEmbed(nn.Module):
+    """TinyTracker's ``embed`` with the flatten before its first linear layer in NHWC order
+    and that layer's columns permuted to match: the same function, and a file without the
+    TRANSPOSE that flattening in PyTorch's NCHW order would put there."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        first = net.fc[0]
+        channels = net.channel_reduce.out_channels
+        side = round((first.in_features // channels) ** 0.5)
+        weight = first.weight.detach().reshape(first.out_features, channels, side, side)
+        self.first = _linear(weight.permute(0, 2, 3, 1).reshape(first.out_features, -1).numpy(),
+                             None if first.bias is None else first.bias.detach().numpy())
+        self.rest = net.fc[1:]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        y = net.channel_reduce(net.backbone(net.input_adapter(x)))
+        return self.rest(self.first(y.permute(0, 2, 3, 1).flatten(1)))
+
+
+def _embedding(net: nn.Module) -> nn.Module | None:
+    """:class:`NHWCFlattenEmbed` for TinyTracker; None (the net's own ``embed``) otherwise."""
+    from tinytracker.models.tinytracker import TinyTracker
+
+    return NHWCFlattenEmbed(net) if isinstance(net, TinyTracker) else None
+
+
 def stacked_images(net: nn.Module) -> tuple[str, ...]:
     """The image inputs ``net`` stacks on channels before its first layer (the image, then
     the grid embedding), in that order; ``()`` when it has one image input."""
@@ -103,16 +132,21 @@ class LiteRTGraph(nn.Module):
         self.net = net
         self.input_keys: tuple[str, ...] = file_keys(net)
         self.stacked = bool(stacked_images(net))
+        self.embedding = _embedding(net)
         head = net.host_head() if hasattr(net, "host_head") else None
         self.late_head = None if head is None else SplitLateHead(head, net.feature_dim)
 
     def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.stacked:  # one image input, the grid embedding's channels after the image's
             x = inputs[self.input_keys[0]].permute(0, 3, 1, 2)
-            return {OUTPUT_NAME: self.net.gaze_from_features(self.net.embed(x))}
+            return {OUTPUT_NAME: self.net.gaze_from_features(self.embed(x))}
         ordered = [inputs[k].permute(0, 3, 1, 2) if inputs[k].dim() == 4 else inputs[k]
                    for k in self.input_keys]
         if self.late_head is None:
             return {OUTPUT_NAME: self.net(*ordered)}
         face, box = ordered
-        return {OUTPUT_NAME: self.late_head(self.net.features(face), box)}
+        return {OUTPUT_NAME: self.late_head(self.embed(face), box)}
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Stacked NCHW input -> the net's penultimate features."""
+        return self.net.embed(x) if self.embedding is None else self.embedding(x)
