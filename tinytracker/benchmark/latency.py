@@ -121,14 +121,11 @@ def int8_tflite(float_net: torch.nn.Module, batches: list[tuple[torch.Tensor, ..
     """``float_net`` as ``format=tflite`` converts it (full int8, PT2E calibrated on
     ``batches``) in the LiteRT environment; raises ``ExportError`` when that is absent."""
     from tinytracker.export.litert_env import find_litert_python
-    from tinytracker.export.litert_graph import file_arrays
-    from tinytracker.export.tflite import convert_net, nhwc
+    from tinytracker.export.tflite import calibration_arrays, convert_net
 
     python = find_litert_python()
-    keys = tuple(float_net.input_keys)
-    arrays = file_arrays(float_net, {k: np.concatenate([nhwc(b[i]) for b in batches])
-                                     for i, k in enumerate(keys)})
-    convert_net(float_net, arrays, path, python, timeout_s=1800, metadata={})
+    convert_net(float_net, calibration_arrays(float_net, batches), path, python,
+                timeout_s=1800, metadata={})
     return path
 
 

@@ -123,17 +123,23 @@ def check_settings(settings: DictConfig) -> None:
         raise ExportError(f"imx500.gptq_epochs must be >= 1 with imx500.gptq=true, got {epochs}")
 
 
+def _budget_key(settings: DictConfig) -> str | None:
+    """The budget as given, ``imx500.<key>=<value>`` (:func:`check_settings` allows one key)."""
+    for key in ("weights_memory_kb", "weights_memory_fraction"):
+        if settings.get(key) is not None:
+            return f"imx500.{key}={settings.get(key)}"
+    return None
+
+
 def budget_bytes(settings: DictConfig, memory: WeightsMemory) -> float | None:
     """The mixed-precision budget in bytes of MCT's weights memory (None: all 8-bit); one at or
     above the 8-bit figure needs no search. Below MCT's minimum, an error naming the key."""
-    kb, fraction = settings.get("weights_memory_kb"), settings.get("weights_memory_fraction")
-    if kb is not None:
-        key, budget = f"imx500.weights_memory_kb={kb}", float(kb) * KB
-    elif fraction is not None:
-        key, budget = (f"imx500.weights_memory_fraction={fraction}",
-                       float(fraction) * memory.eight_bit_bytes)
-    else:
+    key = _budget_key(settings)
+    if key is None:
         return None
+    kb = settings.get("weights_memory_kb")
+    budget = (float(kb) * KB if kb is not None
+              else float(settings.weights_memory_fraction) * memory.eight_bit_bytes)
     if budget < memory.min_bytes:
         raise ExportError(
             f"{key} asks MCT for {budget:,.0f} B of weights, but this network needs at least "
@@ -170,9 +176,7 @@ def _quantize(net: nn.Module, calibration: list[tuple[torch.Tensor, ...]],
     try:
         quantized = quantize_for_imx500(net, calibration, tpc, options)
     except BudgetUnreachable as err:
-        key = ("weights_memory_kb" if settings.get("weights_memory_kb") is not None
-               else "weights_memory_fraction")
-        raise ExportError(f"imx500.{key}={settings.get(key)}: MCT cannot meet the budget of "
+        raise ExportError(f"{_budget_key(settings)}: MCT cannot meet the budget of "
                           f"{budget:,.0f} B: {err}") from err
     bits = weight_bits(quantized)
     by_bits = weights_by_bits(quantized)

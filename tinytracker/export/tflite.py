@@ -68,6 +68,15 @@ def nhwc(x: torch.Tensor) -> np.ndarray:
     return (x.permute(0, 2, 3, 1) if x.dim() == 4 else x).contiguous().numpy()
 
 
+def calibration_arrays(float_net: nn.Module, batches: list[tuple[torch.Tensor, ...]]
+                       ) -> dict[str, np.ndarray]:
+    """Calibration batches (the net's inputs in ``input_keys`` order) as the file's inputs:
+    NHWC, batch first, by :func:`file_keys`."""
+    keys = tuple(float_net.input_keys)
+    return file_arrays(float_net, {k: np.concatenate([nhwc(b[i]) for b in batches])
+                                   for i, k in enumerate(keys)})
+
+
 def export_tflite(cfg: DictConfig, module: GazeModule, out_dir: Path) -> dict[str, Any]:
     """Convert, run in TFLite Micro and evaluate; the ``export.json`` entries."""
     from tinytracker.quant.float_weights import float_net_of
@@ -78,11 +87,9 @@ def export_tflite(cfg: DictConfig, module: GazeModule, out_dir: Path) -> dict[st
         raise ExportError(f"tflite.calibration_images must be >= 1, got {images}")
     python = find_litert_python(settings.get("python"))  # before any work: says how to make it
     float_net = float_net_of(module.net, module.hparams["net"]).eval()
-    fields = tuple(float_net.input_keys)
     keys = file_keys(float_net)
-    calibration = calibration_batches(cfg, module, images, fields)
-    arrays = file_arrays(float_net, {k: np.concatenate([nhwc(b[i]) for b in calibration])
-                                     for i, k in enumerate(fields)})
+    calibration = calibration_batches(cfg, module, images, tuple(float_net.input_keys))
+    arrays = calibration_arrays(float_net, calibration)
     path = out_dir / FILE_NAME
     timeout = float(settings.timeout_s)
     spec = dict(module.hparams.get("input_spec") or {})
